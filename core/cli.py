@@ -1,0 +1,144 @@
+"""The ``mamba4net`` command: run, validate, evaluate, plugins.
+
+Problems with the user's input (config, plugin names, data) end in one line on stderr and exit code 2;
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s mamba4net: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    for noisy in ("transformers", "peft", "urllib3", "matplotlib", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def cmd_run(args) -> int:
+    from mamba4net.core.config import load_config
+    from mamba4net.core.pipeline import resolve_run_dir, run_pipeline
+    from mamba4net.core.report import results_table
+
+    loaded = load_config(args.config, args.set)
+    if args.no_progress:
+        loaded.cfg.runtime.progress = False
+    run_root = resolve_run_dir(loaded, args.out, args.resume)
+    run = run_pipeline(loaded, run_root, resume=args.resume)
+    if run.results_path.exists():
+        results = json.loads(run.results_path.read_text())
+        print(results_table(results))
+    print(f"run directory: {run.root}")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from mamba4net.core.config import load_config
+
+    loaded = load_config(args.config, args.set)
+    stages = loaded.cfg.strategy["name"]
+    print(f"{args.config}: ok (task {loaded.cfg.task['name']}, teacher {loaded.cfg.teacher['name']}, "
+          f"student {loaded.cfg.student['name']}, strategy {stages})")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from mamba4net.core.pipeline import evaluate_run
+    from mamba4net.core.report import results_table
+
+    out = evaluate_run(args.run_dir, args.set)
+    print(results_table(json.loads(out.results_path.read_text())))
+    print(f"evaluation written to: {out.root}")
+    return 0
+
+
+def cmd_plugins(args) -> int:
+    from mamba4net.registry import KINDS, default_registry
+
+    reg = default_registry()
+    if args.json:
+        data = {
+            "plugins": {n: vars(p) for n, p in reg.plugins.items()},
+            "components": {k: {c.name: c.owner for c in reg.kind(k).items()} for k in KINDS},
+        }
+        print(json.dumps(data, indent=2))
+        return 0
+    print("plugins:")
+    for name, info in sorted(reg.plugins.items()):
+        print(f"  {name:<16} {info.distribution} {info.version}  ({info.module})")
+    for kind in KINDS:
+        items = reg.kind(kind).items()
+        print(f"{kind}:")
+        if not items:
+            print("  (none)")
+        for c in items:
+            extra = "".join(f" {k}={c.meta[k]}" for k in ("op", "priority", "task") if k in c.meta)
+            print(f"  {c.name:<24} from {c.owner}{extra}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mamba4net", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_set(p):
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value (dotted path, YAML value); repeatable")
+
+    p = sub.add_parser("run", help="run a pipeline from a YAML config")
+    p.add_argument("config")
+    with_set(p)
+    p.add_argument("--out", help="run directory (default: runs/<name>-<timestamp>)")
+    p.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("validate", help="check a config without running it")
+    p.add_argument("config")
+    with_set(p)
+    p.set_defaults(fn=cmd_validate)
+
+    p = sub.add_parser("evaluate", help="re-evaluate a finished run (e.g. on other data) without training")
+    p.add_argument("run_dir")
+    with_set(p)
+    p.set_defaults(fn=cmd_evaluate)
+
+    p = sub.add_parser("plugins", help="list plugins and every registered component by kind")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_plugins)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    from mamba4net.core.errors import Mamba4netError
+
+    try:
+        return args.fn(args)
+    except Mamba4netError as err:
+        if args.debug:
+            raise
+        label = {"ConfigError": "config error", "DataError": "data error", "PluginError": "plugin error"}
+        print(f"mamba4net: {label.get(type(err).__name__, 'error')}: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("mamba4net: interrupted; checkpoints written so far are kept (continue with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""Errors the CLI turns into one clear line (exit code 2 for user input problems)."""
+
+
+class Mamba4netError(Exception):
+    """Base class: the message is shown to the user as one line, without a traceback."""
+
+    exit_code = 1
+
+
+class ConfigError(Mamba4netError):
+    """A config that can't be used: bad YAML, unknown key, wrong type, unknown plugin name..."""
+
+    exit_code = 2
+
+
+class PluginError(Mamba4netError):
+    """A plugin that misbehaves: duplicate names, bad registrations, import failures."""
+
+    exit_code = 2
+
+
+class DataError(Mamba4netError):
+    """Input data that can't be read: a corrupt trace, a malformed job file, a bad checkpoint."""
+
+    exit_code = 2
+
+
+class TrainingError(Mamba4netError):
+    """Training can't go on (e.g. a NaN loss); what was written so far is kept."""
+
+    exit_code = 1

@@ -1,0 +1,63 @@
+"""Side-by-side evaluation of teacher, student and classic baselines on one split."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from mamba4net.core.checkpoint import load_tensors, save_tensors
+from mamba4net.core.runs import write_json
+
+log = logging.getLogger("mamba4net")
+
+ROLE_STAGE = {"teacher": "adapt_teacher", "student": "distill"}
+
+
+def baseline_nodes(ctx) -> list[tuple[str, object]]:
+    """(name, validated params) of each baseline the config asks for (default: the task's)."""
+    nodes = ctx.cfg.evaluate.baselines
+    if nodes is None:
+        return [(n, ctx.registry.get("baselines", n).validate_params({})) for n in ctx.task.default_baselines]
+    return [(n["name"], ctx.loaded.params[f"evaluate.baselines.{i}"]) for i, n in enumerate(nodes)]
+
+
+def fitted_baseline(ctx, name: str, params):
+    """Build a baseline; learned ones are fitted once per run and their weights kept."""
+    baseline = ctx.registry.get("baselines", name).build(params, task=ctx.task)
+    path = ctx.run.stage_dir("baselines") / f"{name}.safetensors"
+    learned = hasattr(baseline, "state_dict") and hasattr(baseline, "load_state_dict")
+    if learned and path.exists():
+        baseline.load_state_dict(load_tensors(path))
+        return baseline, 0.0
+    t0 = time.perf_counter()
+    baseline.fit(ctx.task)
+    seconds = time.perf_counter() - t0
+    if learned:
+        save_tensors(path, dict(baseline.state_dict()))
+    return baseline, seconds
+
+
+def evaluate_all(ctx) -> dict:
+    task, split = ctx.task, ctx.cfg.evaluate.split
+    models: dict[str, dict[str, float]] = {}
+    for name, params in baseline_nodes(ctx):
+        baseline, seconds = fitted_baseline(ctx, name, params)
+        models[name] = {**task.evaluate(baseline, split), "fit_seconds": round(seconds, 2)}
+        log.info("evaluate %s on %s: %s = %.4f", name, split, task.metric, models[name][task.metric])
+    for role, stage in ROLE_STAGE.items():
+        if ctx.checkpoints(stage).done() is None:
+            log.warning("evaluate: %s skipped, stage %s has not run", role, stage)
+            continue
+        models[role] = task.evaluate(ctx.model(role), split)
+        log.info("evaluate %s on %s: %s = %.4f", role, split, task.metric, models[role][task.metric])
+    results = {
+        "task": task.name,
+        "split": split,
+        "metric": task.metric,
+        "higher_is_better": bool(task.higher_is_better),
+        "models": models,
+        "efficiency": ctx.results.get("efficiency", {}),
+    }
+    ctx.results.update(results)
+    write_json(ctx.out.results_path, ctx.results)
+    return results

@@ -1,0 +1,161 @@
+"""Every hook a mamba4net plugin can implement (pluggy project name ``mamba4net``).
+
+A plugin is a module (or object) whose functions carry the ``hookimpl`` marker and the name of one
+of the specs below. Built-in plugins are declared in ``[project.entry-points.mamba4net]`` of
+pyproject.toml, exactly as a third-party package declares its own::
+
+    [project.entry-points.mamba4net]
+    my_task = "my_package.plugin"
+
+Component hooks follow the "register" pattern: each receives a ``register`` callable and calls it
+once per component::
+
+    from mamba4net.core.hookspecs import hookimpl
+
+    @hookimpl
+    def mamba4net_register_tasks(register):
+        register("my_task", build_my_task, params=MyTaskParams)
+
+``register(name, factory, params=None, **meta)``:
+
+* ``name``: lowercase, unique within its kind (``[a-z][a-z0-9_]*``). A second plugin registering the
+  same name is an error naming both owners.
+* ``factory``: called when a config asks for the component, never at registration. Keep heavy
+  imports (torch, transformers) inside it so that loading plugins stays fast.
+* ``params``: a pydantic model (``extra="forbid"``) for the component's YAML parameters; the config
+  node ``{name: my_task, ...}`` is validated against it before any work starts. ``None`` means the
+  component takes no parameters.
+* ``meta``: extra facts some kinds need (kernels: ``op``, ``priority``, ``available``; baselines:
+  ``task``). Documented per hook below.
+
+What each kind's factory is called with and must return is written in each spec. The protocols the
+returned objects satisfy are in :mod:`mamba4net.core.protocols`.
+
+Contract: hook arguments are only ever added, never removed or renamed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol
+
+import pluggy
+
+PROJECT = "mamba4net"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+class Register(Protocol):
+    """The callable every ``mamba4net_register_*`` hook receives."""
+
+    def __call__(
+        self, name: str, factory: Callable[..., Any], params: type | None = None, **meta: Any
+    ) -> None: ...
+
+
+@hookspec
+def mamba4net_register_tasks(register: Register) -> None:
+    """Register networking tasks.
+
+    ``factory(params) -> Task``. A task owns its data (data set or simulator), its loss, its metric,
+    its evaluation and the names of its default encoder, head and baselines
+    (see :class:`mamba4net.core.protocols.Task`).
+    """
+
+
+@hookspec
+def mamba4net_register_encoders(register: Register) -> None:
+    """Register encoders: modules that turn one modality of a task batch into token embeddings.
+
+    ``factory(params, *, task, d_model) -> nn.Module`` whose ``forward(batch) -> (B, L, d_model)``.
+    The last layer should be a linear projection to ``d_model`` (paper eq. 2), so that one encoder
+    design serves backbones of any width.
+    """
+
+
+@hookspec
+def mamba4net_register_heads(register: Register) -> None:
+    """Register networking heads: modules that turn backbone hidden states into the task's answer.
+
+    ``factory(params, *, task, d_model) -> nn.Module`` whose ``forward(hidden, batch) -> prediction``
+    with ``hidden`` of shape ``(B, L, d_model)``. Heads never use the language-model head: the
+    answer is always well-formed for the task (a regression vector, logits over actions, ...).
+    """
+
+
+@hookspec
+def mamba4net_register_teachers(register: Register) -> None:
+    """Register teacher backbones (large Transformer LLMs).
+
+    ``factory(params) -> nn.Module`` satisfying :class:`mamba4net.core.protocols.Backbone`:
+    ``forward(inputs_embeds) -> hidden`` with shapes ``(B, L, d_model) -> (B, L, d_model)``, and an
+    integer attribute ``d_model``. Parameter-efficient adaptation (LoRA) is the factory's business:
+    the trainer optimizes whatever has ``requires_grad=True``.
+    """
+
+
+@hookspec
+def mamba4net_register_students(register: Register) -> None:
+    """Register student backbones.
+
+    ``factory(params) -> nn.Module`` satisfying :class:`mamba4net.core.protocols.StreamingBackbone`:
+    the :class:`Backbone` protocol plus ``init_state(batch_size)`` and
+    ``step(x, state) -> (y, state)`` for constant-memory streaming decisions.
+    """
+
+
+@hookspec
+def mamba4net_register_initializers(register: Register) -> None:
+    """Register student initializers (e.g. CWR weight reuse, random).
+
+    ``factory(params) -> callable(teacher, student) -> dict`` where ``teacher`` and ``student`` are
+    backbones. The callable writes the student's weights in place, must not modify the teacher,
+    and returns a JSON-serializable report (what was mapped where).
+    """
+
+
+@hookspec
+def mamba4net_register_losses(register: Register) -> None:
+    """Register loss terms that a config composes into a weighted sum.
+
+    ``factory(params, *, task, d_student, d_teacher) -> callable(student_out, teacher_out, batch)``
+    returning a scalar tensor, where ``d_student``/``d_teacher`` are the backbones' widths (None when
+    that model takes no part) and the outputs are :class:`mamba4net.core.protocols.ModelOutput` (``teacher_out`` is None
+    when no teacher takes part). If the callable is an ``nn.Module`` with parameters (a projector
+    for hidden-state alignment, say), the trainer optimizes them along with the model.
+    """
+
+
+@hookspec
+def mamba4net_register_kernels(register: Register) -> None:
+    """Register implementations of compute kernels.
+
+    ``factory() -> callable`` implementing the op. Required meta:
+
+    * ``op`` (str): the operation implemented, e.g. ``"ssd_scan"`` or ``"ssd_step"``;
+      every implementation of one op has the same call signature;
+    * ``priority`` (int): higher wins when several are available;
+    * ``available`` (callable ``(device: str) -> bool``, optional): whether this implementation can
+      run on the device type (``"cpu"``, ``"cuda"``); must not raise, may import lazily.
+
+    Users override the choice from YAML with ``runtime.kernels: {op: name}``.
+    """
+
+
+@hookspec
+def mamba4net_register_strategies(register: Register) -> None:
+    """Register distillation strategies: which stages a pipeline runs, in which order.
+
+    ``factory(params) -> list[str]`` of stage names known to :mod:`mamba4net.core.stages`
+    (``adapt_teacher``, ``init_student``, ``distill``, ``evaluate``, ``benchmark``, ...).
+    """
+
+
+@hookspec
+def mamba4net_register_baselines(register: Register) -> None:
+    """Register classic (non-LLM) baselines that are evaluated beside teacher and student.
+
+    ``factory(params, *, task) -> Baseline`` (:class:`mamba4net.core.protocols.Baseline`):
+    ``fit(task, budget)`` trains it if it learns anything, ``predict(batch)`` answers like a head.
+    Required meta: ``task`` (str), the registered task name the baseline belongs to.
+    """

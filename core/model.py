@@ -1,0 +1,43 @@
+"""A networking model is ``encoders -> backbone -> head`` (paper Fig. 2); built from the registry."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mamba4net.core.protocols import Batch, ModelOutput
+
+
+class NetModel(nn.Module):
+    """Glue only: the task's encoder makes tokens, the backbone mixes them, the head answers."""
+
+    def __init__(self, encoder: nn.Module, backbone: nn.Module, head: nn.Module):
+        super().__init__()
+        self.encoder, self.backbone, self.head = encoder, backbone, head
+
+    @property
+    def d_model(self) -> int:
+        return int(self.backbone.d_model)
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        tokens = self.encoder(batch)  # (B, L, D)
+        hidden = self.backbone(tokens)  # (B, L, D)
+        return ModelOutput(pred=self.head(hidden, batch), hidden=hidden)
+
+
+def build_netmodel(registry, loaded, role: str, task, seed: int) -> NetModel:
+    """Build the teacher or student model of a validated config (``role`` is "teacher"/"student")."""
+    from mamba4net.core.trainer import stream_seed
+
+    cfg = loaded.cfg
+    torch.manual_seed(stream_seed(seed, f"build:{role}"))
+    kind = "teachers" if role == "teacher" else "students"
+    backbone = registry.get(kind, getattr(cfg, role)["name"]).build(loaded.params[role])
+    d_model = int(backbone.d_model)
+    parts = {}
+    for part, kind, default in (("encoder", "encoders", task.default_encoder), ("head", "heads", task.default_head)):
+        node = getattr(cfg, part)
+        component = registry.get(kind, node["name"] if node else default)
+        params = loaded.params.get(part) if node else None
+        parts[part] = component.build(params if params is not None else {}, task=task, d_model=d_model)
+    return NetModel(parts["encoder"], backbone, parts["head"])

@@ -1,0 +1,113 @@
+"""The run directory: resolved config, metrics (JSON lines), results, report, checkpoints.
+
+Every file is written atomically (temp file in the same folder + ``os.replace``), so a run killed at
+any instant leaves either the old or the new version of a file, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None if math.isnan(obj) else (1e308 if obj > 0 else -1e308)
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(_json_safe(obj), indent=2) + "\n")
+
+
+class RunDir:
+    """Paths and writers of one run directory."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.checkpoints = self.root / "checkpoints"
+        self.config_path = self.root / "config.yaml"
+        self.metrics_path = self.root / "metrics.jsonl"
+        self.results_path = self.root / "results.json"
+        self.report_path = self.root / "report.md"
+
+    def create(self) -> "RunDir":
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def write_config(self, resolved: dict[str, Any]) -> None:
+        atomic_write_text(self.config_path, yaml.safe_dump(resolved, sort_keys=False))
+
+    def stage_dir(self, stage: str) -> Path:
+        path = self.checkpoints / stage
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    # -- metrics ----------------------------------------------------------------------------
+    def log_metrics(self, stage: str, step: int, values: dict[str, float]) -> None:
+        record = {"stage": stage, "step": step, "time": round(time.time(), 3), **values}
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(_json_safe(record)) + "\n")
+            f.flush()
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics_path.exists():
+            return []
+        out = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill
+        return out
+
+    def truncate_metrics(self, stage: str, after_step: int) -> None:
+        """Drop ``stage``'s records past ``after_step`` (they are replayed on resume)."""
+        kept = [
+            r for r in self.read_metrics() if not (r.get("stage") == stage and r.get("step", 0) > after_step)
+        ]
+        atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+def new_run_dir(base: str | Path, name: str) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = Path(base) / f"{name}-{stamp}"
+    i = 1
+    while path.exists():
+        path = Path(base) / f"{name}-{stamp}-{i}"
+        i += 1
+    return path
+
+
+def latest_run_dir(base: str | Path, name: str) -> Path | None:
+    runs = sorted(p for p in Path(base).glob(f"{name}-*") if (p / "config.yaml").exists())
+    return runs[-1] if runs else None

@@ -1,0 +1,120 @@
+"""The pipeline stages. Strategies (plugins) choose which run, in which order.
+
+Every stage is idempotent under ``--resume``: a finished stage (``checkpoints/<stage>/done.json``) is
+skipped, an unfinished training stage continues from its latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from mamba4net.core.checkpoint import trainable_state
+from mamba4net.core.context import RunContext
+from mamba4net.core.objective import build_objective
+from mamba4net.core.trainer import Trainer
+
+log = logging.getLogger("mamba4net")
+
+
+@dataclass(frozen=True)
+class Stage:
+    fn: Callable[[RunContext], None]
+    trains: bool  # whether the stage has a `train.<stage>` section
+
+
+def _freeze(model: nn.Module) -> nn.Module:
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.eval()
+
+
+def adapt_teacher(ctx: RunContext) -> None:
+    """Adapt the teacher LLM to the task: LoRA on the backbone, encoder and head trained fully."""
+    ckpt = ctx.checkpoints("adapt_teacher")
+    teacher = ctx.model("teacher")
+    if ckpt.done():
+        log.info("adapt_teacher: already done, weights loaded")
+        return
+    task = ctx.task
+    objective = build_objective(ctx.registry, ctx.loaded, "adapt_teacher", task, teacher.d_model, None)
+    module = nn.ModuleDict({"model": teacher, "objective": objective})
+
+    def loss_fn(batch):
+        return objective(teacher(batch), None, batch)
+
+    t0 = time.perf_counter()
+    final = Trainer(
+        "adapt_teacher", module, loss_fn, task.data("train"), ctx.cfg.train_params("adapt_teacher"),
+        ctx.run, ctx.seed, ctx.device, valid_fn=lambda: task.evaluate(teacher, "valid"), progress=ctx.progress,
+    ).fit(resume=ctx.resume)
+    ckpt.mark_done(trainable_state(teacher), {"final": final, "seconds": time.perf_counter() - t0})
+
+
+def init_student(ctx: RunContext) -> None:
+    """Initialise the student backbone from the teacher's (CWR) or otherwise, by the initializer."""
+    ckpt = ctx.checkpoints("init_student")
+    student = ctx.model("student")
+    if ckpt.done():
+        return
+    teacher = ctx.model("teacher")
+    init = ctx.registry.get("initializers", ctx.cfg.initializer["name"]).build(ctx.loaded.params["initializer"])
+    with torch.no_grad():
+        report = init(teacher.backbone, student.backbone)
+    ckpt.mark_done(trainable_state(student), {"initializer": ctx.cfg.initializer["name"], "report": report})
+
+
+def distill(ctx: RunContext) -> None:
+    """Train the student on the task loss plus terms that pull it toward the frozen teacher."""
+    ckpt = ctx.checkpoints("distill")
+    ctx.require_done("init_student")
+    student = ctx.model("student")
+    if ckpt.done():
+        log.info("distill: already done, weights loaded")
+        return
+    task = ctx.task
+    teacher = _freeze(ctx.model("teacher"))
+    objective = build_objective(ctx.registry, ctx.loaded, "distill", task, student.d_model, teacher.d_model)
+    module = nn.ModuleDict({"model": student, "objective": objective})
+
+    def loss_fn(batch):
+        teacher_out = None
+        if objective.needs_teacher:
+            with torch.no_grad():
+                teacher_out = teacher(batch)
+        return objective(student(batch), teacher_out, batch)
+
+    t0 = time.perf_counter()
+    final = Trainer(
+        "distill", module, loss_fn, task.data("train"), ctx.cfg.train_params("distill"),
+        ctx.run, ctx.seed, ctx.device, valid_fn=lambda: task.evaluate(student, "valid"), progress=ctx.progress,
+    ).fit(resume=ctx.resume)
+    ckpt.mark_done(trainable_state(student), {"final": final, "seconds": time.perf_counter() - t0})
+
+
+def evaluate(ctx: RunContext) -> None:
+    """Teacher, student and the task's baselines on one split, side by side -> results.json."""
+    from mamba4net.core.evaluation import evaluate_all
+
+    evaluate_all(ctx)
+
+
+def benchmark(ctx: RunContext) -> None:
+    """Size and speed of teacher vs student (the efficiency section of results.json)."""
+    from mamba4net.core.efficiency import measure_efficiency
+
+    measure_efficiency(ctx)
+
+
+STAGES: dict[str, Stage] = {
+    "adapt_teacher": Stage(adapt_teacher, trains=True),
+    "init_student": Stage(init_student, trains=False),
+    "distill": Stage(distill, trains=True),
+    "evaluate": Stage(evaluate, trains=False),
+    "benchmark": Stage(benchmark, trains=False),
+}

@@ -1,0 +1,258 @@
+"""The teacher backbone: a Hugging Face decoder stack fed ``inputs_embeds``, adapted with LoRA.
+
+    inputs_embeds (B, L, D) -> [decoder layer x num_layers] -> final norm -> hidden (B, L, D)
+
+No token ids go in and no LM head comes out: the task's encoders make the embeddings and its head
+reads the hidden states (DESIGN section 5). LoRA (peft) adapts the attention projections; every
+base weight is frozen, so the trainer, which optimizes whatever has ``requires_grad=True``, trains
+only the adapters.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from .config import HFTeacherParams, LoRAParams
+from .loading import load_base_model
+
+if TYPE_CHECKING:  # pragma: no cover
+    from transformers import PretrainedConfig, PreTrainedModel
+
+ATTN_PROJ = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+class HFTeacherBackbone(nn.Module):
+    """``forward(inputs_embeds (B, L, D)) -> last hidden state (B, L, D)``; ``d_model == D``.
+
+    Satisfies :class:`mamba4net.core.protocols.Backbone`. Reading weights for a student initializer:
+    :meth:`attention_modules` (the live modules) or :meth:`attention_weights` (effective weights,
+    LoRA deltas included, as plain tensors).
+    """
+
+    def __init__(
+        self,
+        base: "PreTrainedModel",
+        lora: LoRAParams | None = None,
+        *,
+        gradient_checkpointing: bool = False,
+        seed: int = 0,
+        source: str = "",
+    ) -> None:
+        super().__init__()
+        if not hasattr(base, "layers"):
+            raise TypeError(f"{type(base).__name__} has no .layers decoder stack")
+        self.d_model: int = int(base.config.hidden_size)
+        self.source = source
+        base.config.use_cache = False
+        base.requires_grad_(False)
+        if gradient_checkpointing:
+            # Non-reentrant: gradients reach the LoRA weights although the inputs may not need grad.
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+        self.model: nn.Module = base  # the transformers base model, or a peft PeftModel around it
+        if lora is not None and lora.enabled:
+            self.model = _add_lora(base, lora, seed)
+        for name, p in self.model.named_parameters():  # only adapters train, whatever peft did
+            p.requires_grad_(self.has_lora and "lora_" in name)
+
+    @classmethod
+    def from_params(cls, params: HFTeacherParams) -> "HFTeacherBackbone":
+        base = load_base_model(params)
+        return cls(
+            base,
+            params.lora,
+            gradient_checkpointing=params.gradient_checkpointing,
+            seed=params.seed,
+            source=params.model,
+        )
+
+    # ---------------------------------------------------------------------------------------
+    # Forward
+    # ---------------------------------------------------------------------------------------
+
+    def forward(self, inputs_embeds: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """``inputs_embeds (B, L, D)`` -> last hidden state ``(B, L, D)`` (after the final norm),
+        in the dtype of ``inputs_embeds`` (the model computes in its own dtype).
+        ``attention_mask (B, L)``: 1 for real tokens, 0 for padding (optional)."""
+        out = self.run(inputs_embeds, attention_mask)
+        return out.last_hidden_state.to(inputs_embeds.dtype)  # (B, L, D)
+
+    def hidden_states(self, inputs_embeds: Tensor, attention_mask: Tensor | None = None) -> tuple[Tensor, ...]:
+        """Per-layer hidden states for hidden-state alignment: ``num_layers + 1`` tensors
+        ``(B, L, D)``: the input of each decoder layer, then the final (normed) output."""
+        out = self.run(inputs_embeds, attention_mask, output_hidden_states=True)
+        return tuple(h.to(inputs_embeds.dtype) for h in out.hidden_states)
+
+    def run(self, inputs_embeds: Tensor, attention_mask: Tensor | None = None, **kwargs: Any):
+        """The underlying transformers call (a ``BaseModelOutputWithPast``); ``kwargs`` go through,
+        e.g. ``output_attentions=True`` (needs ``attn_implementation: eager``)."""
+        if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.d_model:
+            raise ValueError(
+                f"inputs_embeds must be (B, L, {self.d_model}), got {tuple(inputs_embeds.shape)}"
+            )
+        x = inputs_embeds.to(self.dtype)  # (B, L, D)
+        # Call the base model directly: LoRA layers are injected in place, peft's wrapper adds nothing.
+        return self.base_model(inputs_embeds=x, attention_mask=attention_mask, use_cache=False, **kwargs)
+
+    # ---------------------------------------------------------------------------------------
+    # Structure
+    # ---------------------------------------------------------------------------------------
+
+    @property
+    def has_lora(self) -> bool:
+        from peft import PeftModel
+
+        return isinstance(self.model, PeftModel)
+
+    @property
+    def base_model(self) -> "PreTrainedModel":
+        """The transformers base model (e.g. ``LlamaModel``), LoRA layers inside if not merged."""
+        return self.model.get_base_model() if self.has_lora else self.model
+
+    @property
+    def config(self) -> "PretrainedConfig":
+        return self.base_model.config
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the base weights compute in (LoRA adapters may be kept in float32)."""
+        return self.base_model.norm.weight.dtype
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        """The decoder layers (each has ``self_attn``, ``mlp``, ``input_layernorm``, ...)."""
+        return self.base_model.layers
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def num_heads(self) -> int:
+        return int(self.config.num_attention_heads)
+
+    @property
+    def num_kv_heads(self) -> int:
+        return int(getattr(self.config, "num_key_value_heads", None) or self.num_heads)
+
+    @property
+    def head_dim(self) -> int:
+        return int(getattr(self.config, "head_dim", None) or self.d_model // self.num_heads)
+
+    def attention_modules(self) -> list[nn.Module]:
+        """Each decoder layer's attention module, with ``q_proj``/``k_proj``/``v_proj``/``o_proj``.
+
+        Shapes of ``.weight`` (``H`` heads, ``KV`` key/value heads, ``hd`` head_dim, ``D`` width):
+        q ``(H*hd, D)``, k and v ``(KV*hd, D)``, o ``(D, H*hd)``. While LoRA is not merged these
+        projections are peft layers whose ``.weight`` is the *base* weight: use
+        :meth:`attention_weights` (or :meth:`merge_lora` first) for the adapted weights.
+        """
+        return [layer.self_attn for layer in self.layers]
+
+    @torch.no_grad()
+    def attention_weights(self, layer: int) -> dict[str, Tensor]:
+        """Effective attention weights of decoder layer ``layer`` (base + LoRA delta), detached
+        copies keyed ``q_proj.weight`` ... ``o_proj.weight`` (plus ``*.bias`` where present)."""
+        attn = self.layers[layer].self_attn
+        out: dict[str, Tensor] = {}
+        for name in ATTN_PROJ:
+            proj = getattr(attn, name)
+            weight, bias = _effective_linear(proj)
+            out[f"{name}.weight"] = weight
+            if bias is not None:
+                out[f"{name}.bias"] = bias
+        return out
+
+    # ---------------------------------------------------------------------------------------
+    # LoRA
+    # ---------------------------------------------------------------------------------------
+
+    def lora_state_dict(self) -> dict[str, Tensor]:
+        """Only the LoRA tensors (a few hundred KB), keyed as in this module's ``state_dict``, so
+        ``load_lora_state_dict`` (or ``load_state_dict(strict=False)``) restores them."""
+        return {k: v.detach().clone() for k, v in self.state_dict().items() if "lora_" in k}
+
+    def load_lora_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Restore adapters saved by :meth:`lora_state_dict`; every key must match exactly."""
+        expected = {k for k in self.state_dict() if "lora_" in k}
+        missing, unexpected = expected - set(state), set(state) - expected
+        if missing or unexpected:
+            raise ValueError(
+                f"LoRA state does not match this teacher: {len(missing)} missing "
+                f"(e.g. {min(missing, default='-')}), {len(unexpected)} unexpected "
+                f"(e.g. {min(unexpected, default='-')})"
+            )
+        self.load_state_dict(state, strict=False)
+
+    def merge_lora(self) -> "HFTeacherBackbone":
+        """Fold the adapters into the base weights (peft ``merge_and_unload``); outputs unchanged,
+        forward a little faster, ``attention_modules()`` then show the adapted weights. In place;
+        returns self. A no-op without LoRA."""
+        if self.has_lora:
+            self.model = self.model.merge_and_unload()
+            self.model.requires_grad_(False)
+        return self
+
+    # ---------------------------------------------------------------------------------------
+    # Reporting
+    # ---------------------------------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-serializable facts for run reports."""
+        return {
+            "source": self.source,
+            "architecture": type(self.base_model).__name__,
+            "d_model": self.d_model,
+            "num_layers": self.num_layers,
+            "num_heads": self.num_heads,
+            "num_kv_heads": self.num_kv_heads,
+            "head_dim": self.head_dim,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "lora": self.has_lora,
+            "parameters": sum(p.numel() for p in self.parameters()),
+            "trainable_parameters": sum(p.numel() for p in self.parameters() if p.requires_grad),
+        }
+
+    def extra_repr(self) -> str:
+        return f"source={self.source!r}, d_model={self.d_model}, num_layers={self.num_layers}, lora={self.has_lora}"
+
+
+def _add_lora(base: "PreTrainedModel", lora: LoRAParams, seed: int) -> nn.Module:
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.targets),
+        bias="none",
+    )
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        torch.manual_seed(seed)  # LoRA A is random (B is zero): make it reproducible
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        try:
+            return get_peft_model(base, config)
+        except ValueError as exc:  # e.g. a target module name that does not exist
+            raise ValueError(f"teacher LoRA: {str(exc).splitlines()[0]}") from exc
+
+
+def _effective_linear(proj: nn.Module) -> tuple[Tensor, Tensor | None]:
+    """(weight, bias) of a Linear or of a peft LoRA Linear, with unmerged LoRA deltas added."""
+    from peft.tuners.lora import LoraLayer
+
+    if isinstance(proj, LoraLayer):
+        base = proj.get_base_layer()
+        weight = base.weight.detach().clone()
+        if not proj.merged:
+            for adapter in proj.active_adapters:
+                if adapter in proj.lora_A:
+                    weight += proj.get_delta_weight(adapter).to(weight.dtype)
+    else:
+        base = proj
+        weight = proj.weight.detach().clone()
+    bias = base.bias.detach().clone() if getattr(base, "bias", None) is not None else None
+    return weight, bias

@@ -1,0 +1,70 @@
+"""The SSD kernels this plugin registers, and how the model looks its kernels up.
+
+Import-light (no torch at import): ``plugin.py`` imports this module while plugins load. Each factory
+imports its implementation when the kernel registry first asks for it.
+
+Ops and their call signatures (every implementation of an op has the same one):
+
+* ``ssd_scan(x, dt, A, B, C, chunk_size, D=None, initial_states=None, return_final_states=False)``
+  -> ``y`` or ``(y, final_states)``; see :mod:`.ssd`.
+* ``ssd_step(state, x, dt, A, B, C, D=None) -> (y, new_state)``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+log = logging.getLogger("mamba4net")
+
+SSD_SCAN = "ssd_scan"
+SSD_STEP = "ssd_step"
+
+
+def ssd_scan_torch_chunked() -> Callable[..., Any]:
+    """Chunked SSD in PyTorch: the default on every device."""
+    from .ssd import ssd_scan_chunked
+
+    return ssd_scan_chunked
+
+
+def ssd_scan_torch_ref() -> Callable[..., Any]:
+    """Sequential per-timestep recurrence: slow, for tests and debugging."""
+    from .ssd import ssd_scan_ref
+
+    return ssd_scan_ref
+
+
+def ssd_step_torch() -> Callable[..., Any]:
+    """One-token recurrent update in PyTorch."""
+    from .ssd import ssd_step
+
+    return ssd_step
+
+
+# (registered name, op, factory, priority): plugin.py registers exactly these.
+KERNELS: list[tuple[str, str, Callable[[], Callable[..., Any]], int]] = [
+    ("ssd_scan_torch_chunked", SSD_SCAN, ssd_scan_torch_chunked, 10),
+    ("ssd_scan_torch_ref", SSD_SCAN, ssd_scan_torch_ref, 0),
+    ("ssd_step_torch", SSD_STEP, ssd_step_torch, 0),
+]
+
+_FALLBACK = {SSD_SCAN: ssd_scan_torch_chunked, SSD_STEP: ssd_step_torch}
+_warned = False
+
+
+def get_kernel(op: str, device_type: str, overrides: dict[str, Callable[..., Any]] | None = None):
+    """The callable for ``op`` on ``device_type``: an explicit override (tests) first, else the
+    project's kernel registry (:func:`mamba4net.core.kernels.resolve_kernel`, which honours
+    ``runtime.kernels`` and caches its choice)."""
+    if overrides and op in overrides:
+        return overrides[op]
+    try:
+        from mamba4net.core.kernels import resolve_kernel
+    except ImportError as exc:  # the engine is absent (a bare checkout of this plugin)
+        global _warned
+        if not _warned:
+            log.warning("kernel registry unavailable (%s); using this plugin's PyTorch kernels", exc)
+            _warned = True
+        return _FALLBACK[op]()
+    return resolve_kernel(op, device_type)

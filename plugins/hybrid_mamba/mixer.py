@@ -1,0 +1,191 @@
+"""The Mamba-2 (SSD, multi-head) mixer, with the parameter names and layout of mamba_ssm's ``Mamba2``
+(and transformers' ``Mamba2Mixer``), so that checkpoints and weight-reuse tables carry over by name:
+
+    in_proj   d_model -> [z (d_inner) | x (d_inner) | B (ngroups*d_state) | C (ngroups*d_state) | dt (nheads)]
+    conv1d    depthwise causal conv over xBC (conv_dim = d_inner + 2*ngroups*d_state), SiLU after
+    dt_bias, A_log, D   (nheads,)
+    norm      gated RMSNorm: rmsnorm(y * silu(z)) per group of d_inner / ngroups channels
+    out_proj  d_inner -> d_model
+
+Two modes that agree numerically: ``forward`` (parallel, chunked scan) and ``step`` (one token,
+constant-size state). The scan and step ops come from the kernel registry (``ssd_scan``,
+``ssd_step``) unless given explicitly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .kernels import SSD_SCAN, SSD_STEP, get_kernel
+from .norms import RMSNormGated
+
+
+@dataclass
+class Mamba2State:
+    """Recurrent state of one mixer: constant size whatever the stream length."""
+
+    conv: Tensor  # (b, conv_dim, d_conv): the last d_conv raw xBC inputs, oldest first
+    ssm: Tensor  # (b, nheads, headdim, d_state), float32
+
+
+class Mamba2Mixer(nn.Module):
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 64,
+        d_conv: int = 4,
+        expand: int = 2,
+        headdim: int = 64,
+        ngroups: int = 1,
+        chunk_size: int = 64,
+        a_init_range: tuple[float, float] = (1.0, 16.0),
+        dt_min: float = 0.001,
+        dt_max: float = 0.1,
+        dt_init_floor: float = 1e-4,
+        dt_limit: tuple[float, float] = (0.0, math.inf),
+        conv_bias: bool = True,
+        bias: bool = False,
+        norm_eps: float = 1e-5,
+        kernels: dict[str, Callable] | None = None,
+    ):
+        super().__init__()
+        self.d_model = d_model
+        self.d_state = d_state
+        self.d_conv = d_conv
+        self.d_inner = expand * d_model
+        self.headdim = headdim
+        self.ngroups = ngroups
+        self.chunk_size = chunk_size
+        if self.d_inner % headdim:
+            raise ValueError(f"headdim={headdim} must divide d_inner={self.d_inner}")
+        self.nheads = self.d_inner // headdim
+        if self.nheads % ngroups:
+            raise ValueError(f"ngroups={ngroups} must divide nheads={self.nheads}")
+        self.dt_limit = tuple(dt_limit)
+        self.kernels = kernels  # optional {"ssd_scan": fn, "ssd_step": fn}, else the registry
+        self.conv_dim = self.d_inner + 2 * ngroups * d_state
+
+        d_in_proj = 2 * self.d_inner + 2 * ngroups * d_state + self.nheads
+        self.in_proj = nn.Linear(d_model, d_in_proj, bias=bias)
+        self.conv1d = nn.Conv1d(
+            self.conv_dim, self.conv_dim, kernel_size=d_conv, groups=self.conv_dim,
+            padding=d_conv - 1, bias=conv_bias,
+        )  # weight (conv_dim, 1, d_conv)
+        self.dt_bias = nn.Parameter(torch.empty(self.nheads))
+        self.A_log = nn.Parameter(torch.empty(self.nheads))
+        self.D = nn.Parameter(torch.empty(self.nheads))
+        for p in (self.dt_bias, self.A_log, self.D):
+            p._no_weight_decay = True  # same convention as mamba_ssm: optimizers may skip these
+        self.norm = RMSNormGated(self.d_inner, group_size=self.d_inner // ngroups, eps=norm_eps)
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
+        self.reset_ssm_parameters(a_init_range, dt_min, dt_max, dt_init_floor)
+
+    @torch.no_grad()
+    def reset_ssm_parameters(self, a_init_range, dt_min, dt_max, dt_init_floor) -> None:
+        """mamba_ssm's init: dt ~ logU[dt_min, dt_max] stored through the inverse softplus,
+        A ~ U[a_init_range] stored as log, D = 1."""
+        dt = torch.exp(
+            torch.rand(self.nheads) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+        ).clamp(min=dt_init_floor)
+        self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
+        self.A_log.copy_(torch.empty(self.nheads).uniform_(*a_init_range).log())
+        self.D.fill_(1.0)
+
+    # --- shared pieces -------------------------------------------------------------------------
+    def _kernel(self, op: str, device: torch.device) -> Callable:
+        return get_kernel(op, device.type, self.kernels)
+
+    def _dt(self, dt_raw: Tensor) -> Tensor:
+        """softplus(dt + dt_bias) in float32, clamped to dt_limit when one is set."""
+        dt = F.softplus(dt_raw.float() + self.dt_bias.float())
+        lo, hi = self.dt_limit
+        if lo > 0.0 or hi != math.inf:
+            dt = dt.clamp(min=lo, max=hi)
+        return dt
+
+    def _split_in_proj(self, zxbcdt: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return zxbcdt.split([self.d_inner, self.conv_dim, self.nheads], dim=-1)  # z, xBC, dt
+
+    def _split_xbc(self, xBC: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        gn = self.ngroups * self.d_state
+        return xBC.split([self.d_inner, gn, gn], dim=-1)  # x, B, C
+
+    # --- parallel mode -------------------------------------------------------------------------
+    def forward(
+        self, u: Tensor, *, ssd_scan: Callable | None = None, return_state: bool = False
+    ) -> Tensor | tuple[Tensor, Mamba2State]:
+        """u (b, l, d_model) -> (b, l, d_model); with ``return_state`` also the state after the last
+        token, from which ``step`` continues the stream."""
+        b, l, _ = u.shape
+        scan = ssd_scan or self._kernel(SSD_SCAN, u.device)
+        z, xBC_raw, dt_raw = self._split_in_proj(self.in_proj(u))  # (b,l,d_inner) (b,l,conv_dim) (b,l,h)
+
+        xBC_t = xBC_raw.transpose(1, 2)  # (b, conv_dim, l)
+        xBC = F.silu(self.conv1d(xBC_t)[..., :l]).transpose(1, 2)  # causal: (b, l, conv_dim)
+        x, B, C = self._split_xbc(xBC)
+
+        A = -torch.exp(self.A_log.float())  # (h,)
+        out = scan(
+            x.reshape(b, l, self.nheads, self.headdim),  # (b, l, h, p)
+            self._dt(dt_raw),  # (b, l, h)
+            A,
+            B.reshape(b, l, self.ngroups, self.d_state),  # (b, l, g, n)
+            C.reshape(b, l, self.ngroups, self.d_state),  # (b, l, g, n)
+            self.chunk_size,
+            D=self.D,
+            return_final_states=return_state,
+        )
+        y, ssm = out if return_state else (out, None)
+        y = self.norm(y.reshape(b, l, self.d_inner), z)  # (b, l, h, p) -> (b, l, d_inner)
+        y = self.out_proj(y)  # (b, l, d_model)
+        if not return_state:
+            return y
+        conv = F.pad(xBC_t, (max(0, self.d_conv - l), 0))[..., -self.d_conv :]  # (b, conv_dim, d_conv)
+        return y, Mamba2State(conv=conv, ssm=ssm.float())
+
+    # --- recurrent mode ------------------------------------------------------------------------
+    def init_state(self, batch_size: int, device=None, dtype=None) -> Mamba2State:
+        w = self.in_proj.weight
+        device = device or w.device
+        dtype = dtype or w.dtype
+        return Mamba2State(
+            conv=torch.zeros(batch_size, self.conv_dim, self.d_conv, device=device, dtype=dtype),
+            ssm=torch.zeros(
+                batch_size, self.nheads, self.headdim, self.d_state, device=device, dtype=torch.float32
+            ),
+        )
+
+    def step(
+        self, u: Tensor, state: Mamba2State, *, ssd_step: Callable | None = None
+    ) -> tuple[Tensor, Mamba2State]:
+        """One token per stream: u (b, d_model) -> (y (b, d_model), new state). ``state`` is not
+        modified in place."""
+        b = u.shape[0]
+        step = ssd_step or self._kernel(SSD_STEP, u.device)
+        z, xBC_raw, dt_raw = self._split_in_proj(self.in_proj(u))  # (b,d_inner) (b,conv_dim) (b,h)
+
+        conv = torch.cat([state.conv[..., 1:], xBC_raw[..., None].to(state.conv.dtype)], dim=-1)
+        xBC = (conv * self.conv1d.weight.squeeze(1)).sum(-1)  # (b, conv_dim, d_conv) -> (b, conv_dim)
+        if self.conv1d.bias is not None:
+            xBC = xBC + self.conv1d.bias
+        xBC = F.silu(xBC).to(u.dtype)
+        x, B, C = self._split_xbc(xBC)
+
+        A = -torch.exp(self.A_log.float())
+        y, ssm = step(
+            state.ssm,
+            x.reshape(b, self.nheads, self.headdim),  # (b, h, p)
+            self._dt(dt_raw),  # (b, h)
+            A,
+            B.reshape(b, self.ngroups, self.d_state),  # (b, g, n)
+            C.reshape(b, self.ngroups, self.d_state),  # (b, g, n)
+            self.D,
+        )
+        y = self.norm(y.reshape(b, self.d_inner), z)  # (b, h, p) -> (b, d_inner)
+        return self.out_proj(y), Mamba2State(conv=conv, ssm=ssm)

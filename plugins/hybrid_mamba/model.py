@@ -1,0 +1,145 @@
+"""The hybrid Mamba student backbone: mostly Mamba-2 layers, a few attention layers at the output end.
+
+    inputs_embeds (B, L, D)
+    -> n_layers x [ h = h + mixer(norm1(h)) ; h = h + mlp(norm2(h)) ]   mixer: Mamba-2 or attention
+    -> norm_f
+    -> hidden (B, L, D)
+
+Parameter names are Llama-like so that weight reuse can map by name::
+
+    layers.{i}.norm1.weight             layers.{i}.norm2.weight
+    layers.{i}.mixer.{in_proj, conv1d, dt_bias, A_log, D, norm, out_proj}     (Mamba-2 layers)
+    layers.{i}.mixer.{q_proj, k_proj, v_proj, o_proj}                         (attention layers)
+    layers.{i}.mlp.{gate_proj, up_proj, down_proj}                            (when d_intermediate > 0)
+    norm_f.weight
+
+Parallel mode (``forward``) for training, recurrent mode (``init_state`` / ``step``) for streaming
+decisions; they agree numerically. ``prefill`` runs a prompt in parallel and returns the state that
+``step`` continues from.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+from .attention import CausalSelfAttention
+from .config import HybridMambaParams
+from .kernels import SSD_SCAN, SSD_STEP, get_kernel
+from .mixer import Mamba2Mixer
+from .mlp import SwiGLU
+from .norms import RMSNorm
+
+
+class HybridLayer(nn.Module):
+    """Pre-norm residual layer: mixer, then (optionally) a SwiGLU MLP."""
+
+    def __init__(self, mixer: nn.Module, d_model: int, d_intermediate: int, eps: float):
+        super().__init__()
+        self.norm1 = RMSNorm(d_model, eps)
+        self.mixer = mixer
+        self.norm2 = RMSNorm(d_model, eps) if d_intermediate > 0 else None
+        self.mlp = SwiGLU(d_model, d_intermediate) if d_intermediate > 0 else None
+
+    @property
+    def is_attention(self) -> bool:
+        return isinstance(self.mixer, CausalSelfAttention)
+
+    def _mlp(self, h: Tensor) -> Tensor:
+        return h if self.mlp is None else h + self.mlp(self.norm2(h))
+
+    def forward(self, h: Tensor, ops: dict[str, Callable], return_state: bool = False):
+        """h (B, L, D) -> (B, L, D) [, state]."""
+        kw = {} if self.is_attention else {"ssd_scan": ops[SSD_SCAN]}
+        out = self.mixer(self.norm1(h), return_state=return_state, **kw)
+        mixed, state = out if return_state else (out, None)
+        h = self._mlp(h + mixed)
+        return (h, state) if return_state else h
+
+    def step(self, h: Tensor, state: Any, ops: dict[str, Callable]) -> tuple[Tensor, Any]:
+        """h (B, D) -> (B, D), one token."""
+        kw = {} if self.is_attention else {"ssd_step": ops[SSD_STEP]}
+        mixed, state = self.mixer.step(self.norm1(h), state, **kw)
+        return self._mlp(h + mixed), state
+
+
+class HybridMambaBackbone(nn.Module):
+    """Student backbone (``StreamingBackbone`` protocol). ``kernels`` overrides the registry's
+    choice of ``{"ssd_scan": fn, "ssd_step": fn}`` (tests, benchmarks)."""
+
+    def __init__(self, params: HybridMambaParams | None = None, kernels: dict[str, Callable] | None = None):
+        super().__init__()
+        p = params or HybridMambaParams()
+        self.params = p
+        self.d_model = p.d_model
+        self.attn_layers = p.attn_layer_indices
+        self.kernels = kernels
+        self.layers = nn.ModuleList(
+            HybridLayer(self._make_mixer(p, i), p.d_model, p.d_intermediate, p.norm_eps)
+            for i in range(p.n_layers)
+        )
+        self.norm_f = RMSNorm(p.d_model, p.norm_eps)
+        self._rescale_residual_projections(p)
+
+    @staticmethod
+    def _make_mixer(p: HybridMambaParams, i: int) -> nn.Module:
+        if i in p.attn_layer_indices:
+            return CausalSelfAttention(
+                p.d_model, p.attn_heads, p.attn_kv_heads, p.head_dim_attn,
+                rope=p.rope, rope_theta=p.rope_theta, bias=False,
+            )
+        return Mamba2Mixer(
+            p.d_model, d_state=p.d_state, d_conv=p.d_conv, expand=p.expand, headdim=p.headdim,
+            ngroups=p.ngroups, chunk_size=p.chunk_size, a_init_range=p.a_init_range,
+            dt_min=p.dt_min, dt_max=p.dt_max, dt_init_floor=p.dt_init_floor, dt_limit=p.dt_limit,
+            conv_bias=p.conv_bias, bias=p.proj_bias, norm_eps=p.norm_eps,
+        )
+
+    @torch.no_grad()
+    def _rescale_residual_projections(self, p: HybridMambaParams) -> None:
+        """GPT-2 / mamba_ssm pre-norm init: scale every projection that writes into the residual
+        stream by 1/sqrt(number of residual branches)."""
+        n_branches = p.n_layers * (2 if p.d_intermediate > 0 else 1)
+        for name, param in self.named_parameters():
+            if name.endswith(("out_proj.weight", "o_proj.weight", "down_proj.weight")):
+                param.div_(math.sqrt(n_branches))
+
+    def _ops(self, device: torch.device) -> dict[str, Callable]:
+        """The kernels for this call, resolved once per call (the registry caches its choice)."""
+        return {op: get_kernel(op, device.type, self.kernels) for op in (SSD_SCAN, SSD_STEP)}
+
+    # --- parallel mode -------------------------------------------------------------------------
+    def forward(self, inputs_embeds: Tensor) -> Tensor:
+        """inputs_embeds (B, L, D) -> hidden (B, L, D)."""
+        ops = self._ops(inputs_embeds.device)
+        h = inputs_embeds
+        for layer in self.layers:
+            h = layer(h, ops)
+        return self.norm_f(h)
+
+    def prefill(self, inputs_embeds: Tensor) -> tuple[Tensor, list[Any]]:
+        """Like ``forward``, also returning the state after the last position, for ``step``."""
+        ops = self._ops(inputs_embeds.device)
+        h, states = inputs_embeds, []
+        for layer in self.layers:
+            h, s = layer(h, ops, return_state=True)
+            states.append(s)
+        return self.norm_f(h), states
+
+    # --- recurrent mode ------------------------------------------------------------------------
+    def init_state(self, batch_size: int) -> list[Any]:
+        """One state per layer: Mamba2State (constant size) or KVCache (grows, attention layers)."""
+        w = self.norm_f.weight
+        return [layer.mixer.init_state(batch_size, w.device, w.dtype) for layer in self.layers]
+
+    def step(self, x: Tensor, state: list[Any]) -> tuple[Tensor, list[Any]]:
+        """One token per stream: x (B, D) -> (y (B, D), new state). ``state`` is not modified."""
+        ops = self._ops(x.device)
+        h, new_state = x, []
+        for layer, s in zip(self.layers, state):
+            h, s = layer.step(h, s, ops)
+            new_state.append(s)
+        return self.norm_f(h), new_state

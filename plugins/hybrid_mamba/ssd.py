@@ -1,0 +1,168 @@
+"""State-space duality (SSD, Mamba-2) scan in plain PyTorch: a chunked kernel, its reference, a step.
+
+The recurrence, per batch b, head h (of group g = h // (nheads / ngroups)) and time t::
+
+    S_t = exp(dt_t * A) * S_{t-1} + dt_t * x_t B_t^T          S: (headdim P, d_state N)
+    y_t = S_t C_t + D * x_t
+
+Semantics match mamba_ssm's ``mamba_chunk_scan_combined(..., dt_softplus=False)``: ``dt`` arrives
+already as ``softplus(dt_raw + dt_bias)`` (clamped by the caller), ``A`` is negative. Every op
+computes in float32 (float64 for float64 inputs) and returns ``y`` in ``x.dtype``; states come back
+in that compute dtype.
+
+Shapes: x (b, l, h, p), dt (b, l, h), A (h,), B/C (b, l, g, n), D (h,) or (h, p),
+initial_states / final_states (b, h, p, n).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    """float32 for half/bfloat16/float32 inputs, float64 for float64 (e.g. under gradcheck)."""
+    return torch.promote_types(x.dtype, torch.float32)
+
+
+def _d_term(D: Tensor, x: Tensor) -> Tensor:
+    """``D * x`` for D of shape (h,) or (h, p) and x of shape (..., h, p)."""
+    return x * (D[:, None] if D.dim() == 1 else D).to(x.dtype)
+
+
+def ssd_scan_chunked(
+    x: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    chunk_size: int,
+    D: Tensor | None = None,
+    initial_states: Tensor | None = None,
+    return_final_states: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Chunked SSD: quadratic (attention-like) form inside each chunk, a linear recurrence of the
+    (P, N) states across chunks. Cost O(l * Q * (N + P)) per head with Q = chunk_size."""
+    b, l, h, p = x.shape
+    g, n = B.shape[2], B.shape[3]
+    hg = h // g  # heads per group
+    q = chunk_size
+    out_dtype, ct = x.dtype, _compute_dtype(x)
+
+    # Pad the time axis to a whole number of chunks. A padded step has dt = 0: no decay, no input,
+    # so it leaves the state untouched and final_states stays exact.
+    pad = (-l) % q
+    xf, dtf, Bf, Cf = (t.to(ct) for t in (x, dt, B, C))
+    if pad:
+        xf = F.pad(xf, (0, 0, 0, 0, 0, pad))
+        dtf = F.pad(dtf, (0, 0, 0, pad))
+        Bf = F.pad(Bf, (0, 0, 0, 0, 0, pad))
+        Cf = F.pad(Cf, (0, 0, 0, 0, 0, pad))
+    c = (l + pad) // q
+
+    # Log-decays per step and their running sums inside each chunk.
+    dt_c = dtf.view(b, c, q, g, hg).permute(0, 1, 3, 4, 2)  # (b, c, g, hg, q)
+    a = dt_c * A.to(ct).view(g, hg, 1)  # (b, c, g, hg, q), <= 0
+    a_cs = a.cumsum(-1)  # (b, c, g, hg, q): sum_{k <= i} a_k
+
+    x_c = xf.view(b, c, q, g, hg, p).permute(0, 1, 3, 4, 2, 5)  # (b, c, g, hg, q, p)
+    B_c = Bf.view(b, c, q, g, n).transpose(2, 3)  # (b, c, g, q, n)
+    C_c = Cf.view(b, c, q, g, n).transpose(2, 3)  # (b, c, g, q, n)
+
+    # 1. Intra-chunk (diagonal blocks): y_i = sum_{j <= i} (C_i . B_j) exp(a_cs_i - a_cs_j) dt_j x_j
+    causal = torch.ones(q, q, dtype=torch.bool, device=x.device).tril()
+    seg = a_cs[..., :, None] - a_cs[..., None, :]  # (b, c, g, hg, q, q): [i, j]
+    decay = torch.exp(seg.masked_fill(~causal, -torch.inf))  # 0 above the diagonal
+    CB = C_c @ B_c.transpose(-1, -2)  # (b, c, g, q, q): [i, j] = C_i . B_j
+    scores = CB[:, :, :, None] * decay * dt_c[..., None, :]  # (b, c, g, hg, q, q)
+    y = scores @ x_c  # (b, c, g, hg, q, p)
+
+    # 2. Each chunk's own contribution to the state at its end:
+    #    s_c = sum_j exp(a_cs_last - a_cs_j) dt_j B_j x_j^T, stored (N, P) so that one matmul per
+    #    group serves all of its heads.
+    w = torch.exp(a_cs[..., -1:] - a_cs) * dt_c  # (b, c, g, hg, q)
+    xw = (x_c * w[..., None]).permute(0, 1, 2, 4, 3, 5).reshape(b, c, g, q, hg * p)  # (b,c,g,q,hg*p)
+    chunk_states = (B_c.transpose(-1, -2) @ xw).view(b, c, g, n, hg, p)  # (b, c, g, n, hg, p)
+
+    # 3. Inter-chunk recurrence over the c chunk boundaries (a short loop: l / chunk_size steps).
+    chunk_decay = torch.exp(a_cs[..., -1])  # (b, c, g, hg)
+    if initial_states is None:
+        state = x.new_zeros((b, g, n, hg, p), dtype=ct)
+    else:  # (b, h, p, n) -> (b, g, n, hg, p)
+        state = initial_states.to(ct).view(b, g, hg, p, n).permute(0, 1, 4, 2, 3)
+    starts = []
+    for k in range(c):
+        starts.append(state)
+        state = state * chunk_decay[:, k, :, None, :, None] + chunk_states[:, k]
+    start_states = torch.stack(starts, dim=1)  # (b, c, g, n, hg, p): state entering each chunk
+
+    # 4. Off-diagonal blocks: y_i += exp(a_cs_i) * C_i . S_start
+    y_off = C_c @ start_states.view(b, c, g, n, hg * p)  # (b, c, g, q, hg*p)
+    y_off = y_off.view(b, c, g, q, hg, p).transpose(3, 4)  # (b, c, g, hg, q, p)
+    y = y + y_off * torch.exp(a_cs)[..., None]
+
+    y = y.permute(0, 1, 4, 2, 3, 5).reshape(b, c * q, h, p)[:, :l]  # (b, l, h, p)
+    if D is not None:
+        y = y + _d_term(D, xf[:, :l])
+    y = y.to(out_dtype)
+    if return_final_states:
+        final = state.permute(0, 1, 3, 4, 2).reshape(b, h, p, n)  # (b, g, n, hg, p) -> (b, h, p, n)
+        return y, final
+    return y
+
+
+def ssd_scan_ref(
+    x: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    chunk_size: int,
+    D: Tensor | None = None,
+    initial_states: Tensor | None = None,
+    return_final_states: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """The recurrence written out one time step at a time (``chunk_size`` is ignored)."""
+    b, l, h, p = x.shape
+    g, n = B.shape[2], B.shape[3]
+    ct = _compute_dtype(x)
+    xf, dtf, Af = x.to(ct), dt.to(ct), A.to(ct)
+    Bh = B.to(ct).repeat_interleave(h // g, dim=2)  # (b, l, h, n): head h reads group h // (h/g)
+    Ch = C.to(ct).repeat_interleave(h // g, dim=2)  # (b, l, h, n)
+    if initial_states is None:
+        state = x.new_zeros((b, h, p, n), dtype=ct)
+    else:
+        state = initial_states.to(ct)
+    ys = []
+    for t in range(l):
+        decay = torch.exp(dtf[:, t] * Af)  # (b, h)
+        inp = (dtf[:, t, :, None] * xf[:, t])[..., None] * Bh[:, t, :, None, :]  # (b, h, p, n)
+        state = state * decay[:, :, None, None] + inp
+        y_t = (state * Ch[:, t, :, None, :]).sum(-1)  # (b, h, p)
+        if D is not None:
+            y_t = y_t + _d_term(D, xf[:, t])
+        ys.append(y_t)
+    y = (torch.stack(ys, dim=1) if ys else xf.new_zeros((b, 0, h, p))).to(x.dtype)  # (b, l, h, p)
+    return (y, state) if return_final_states else y
+
+
+def ssd_step(
+    state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """One token: state (b, h, p, n), x (b, h, p), dt (b, h), B/C (b, g, n) -> (y (b, h, p), state).
+
+    Functional: returns a new state tensor (in ``state.dtype``) and never writes into ``state``.
+    """
+    b, h, p = x.shape
+    g = B.shape[1]
+    ct = torch.promote_types(_compute_dtype(x), state.dtype)
+    xf, dtf = x.to(ct), dt.to(ct)
+    Bh = B.to(ct).repeat_interleave(h // g, dim=1)  # (b, h, n)
+    Ch = C.to(ct).repeat_interleave(h // g, dim=1)  # (b, h, n)
+    decay = torch.exp(dtf * A.to(ct))  # (b, h)
+    new = state.to(ct) * decay[:, :, None, None] + (dtf[:, :, None] * xf)[..., None] * Bh[:, :, None, :]
+    y = (new @ Ch[..., None]).squeeze(-1)  # (b, h, p, n) @ (b, h, n, 1) -> (b, h, p)
+    if D is not None:
+        y = y + _d_term(D, xf)
+    return y.to(x.dtype), new.to(state.dtype)

@@ -1,0 +1,38 @@
+"""Built-in loss terms: task, kd, mse_to_teacher, hidden_align."""
+
+from __future__ import annotations
+
+from mamba4net.core.hookspecs import hookimpl
+from mamba4net.plugins.losses.config import HiddenAlignParams, KDParams, MSEToTeacherParams, TaskLossParams
+
+
+def build_task_loss(params, *, task, d_student=None, d_teacher=None):
+    from mamba4net.plugins.losses.terms import TaskLoss
+
+    return TaskLoss(task)
+
+
+def build_kd(params, *, task, d_student=None, d_teacher=None):
+    from mamba4net.plugins.losses.terms import KDLoss
+
+    return KDLoss(params.temperature, params.alpha)
+
+
+def build_mse_to_teacher(params, *, task, d_student=None, d_teacher=None):
+    from mamba4net.plugins.losses.terms import MSEToTeacher
+
+    return MSEToTeacher()
+
+
+def build_hidden_align(params, *, task, d_student, d_teacher):
+    from mamba4net.plugins.losses.terms import HiddenAlign
+
+    return HiddenAlign(d_student, d_teacher or d_student, params.metric, params.tokens)
+
+
+@hookimpl
+def mamba4net_register_losses(register):
+    register("task", build_task_loss, params=TaskLossParams)
+    register("kd", build_kd, params=KDParams)
+    register("mse_to_teacher", build_mse_to_teacher, params=MSEToTeacherParams)
+    register("hidden_align", build_hidden_align, params=HiddenAlignParams)

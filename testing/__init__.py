@@ -1,0 +1,11 @@
+"""What a plugin author needs to test a mamba4net plugin.
+
+* :mod:`mamba4net.testing.pytest_plugin` (loaded automatically by pytest once mamba4net is
+  installed): fixtures ``m4n_registry``, ``toy_task``, ``tiny_teacher``, ``tiny_student`` and
+  ``tiny_config``.
+* :mod:`mamba4net.testing.toy`: a tiny synthetic task plugin for engine tests.
+"""
+
+from mamba4net.testing.toy import ToyPlugin, ToyTask, tiny_pipeline_config
+
+__all__ = ["ToyPlugin", "ToyTask", "tiny_pipeline_config"]
