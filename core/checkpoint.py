@@ -129,6 +129,9 @@ class StageCheckpoints:
         """The stage's final weights plus a ``done.json`` marker (written last)."""
         save_tensors(self.dir / "final.safetensors", tensors)
         write_json(self.dir / "done.json", info)
+        for step_dir in self.dir.glob("step-*"):  # only needed to resume an unfinished stage
+            shutil.rmtree(step_dir, ignore_errors=True)
+        (self.dir / "latest.json").unlink(missing_ok=True)
 
     def done(self) -> dict[str, Any] | None:
         marker = self.dir / "done.json"

@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from mamba4net.core.checkpoint import save_tensors, trainable_state
+from mamba4net.core.checkpoint import save_tensors
 from mamba4net.core.protocols import count_parameters
 from mamba4net.core.runs import write_json
 from mamba4net.core.trainer import move
@@ -54,7 +54,9 @@ def measure_efficiency(ctx) -> dict:
             "tokens_per_sample": int(tokens.shape[1]),
         }
     # what adaptation adds to the (shared) LLM weights: LoRA, encoder and head only
-    out["teacher"]["adapter_bytes"] = sum(t.numel() * t.element_size() for t in trainable_state(ctx.model("teacher")).values())
+    adapted = ctx.checkpoints("adapt_teacher").dir / "final.safetensors"
+    if adapted.exists():
+        out["teacher"]["adapter_bytes"] = adapted.stat().st_size
     export = ctx.out.root / "checkpoints" / "export"
     export.mkdir(parents=True, exist_ok=True)
     save_tensors(export / "student.safetensors", ctx.model("student").state_dict())

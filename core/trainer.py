@@ -173,6 +173,6 @@ class Trainer:
         where = f"last checkpoint {found[1]}" if found else "no checkpoint of this stage yet"
         detail = ", ".join(f"{k}={v:.4g}" for k, v in parts.items())
         raise TrainingError(
-            f"stage {self.stage} step {step + 1}: loss is {float(loss)} ({detail}); "
+            f"stage {self.stage} step {step + 1}: loss is {float(loss.detach())} ({detail}); "
             f"stopped, {where} (resume with --resume after fixing the cause)"
         )

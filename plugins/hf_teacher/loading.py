@@ -127,7 +127,7 @@ def convert_gguf(gguf_path: Path, target: Path) -> Path:
     gguf_path = gguf_path.resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_tmp_dirs(target)
-    log.warning("converting %s to a safetensors cache at %s (once, ~20 s)", gguf_path, target)
+    log.warning("converting %s to a safetensors cache at %s (once)", gguf_path, target)
     t0 = time.perf_counter()
     try:
         src = AutoModelForCausalLM.from_pretrained(
@@ -153,6 +153,7 @@ def convert_gguf(gguf_path: Path, target: Path) -> Path:
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; the cache is an ordinary folder
         plain.save_pretrained(tmp, safe_serialization=True)
         marker = {
             "source": str(gguf_path),
