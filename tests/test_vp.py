@@ -33,6 +33,15 @@ except ValueError:  # pragma: no cover - the shared data is missing on this mach
 needs_data = pytest.mark.skipif(DATASET_DIR is None, reason="Jin2022 data not found (set $MAMBA4NET_DATA)")
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one intra-op thread is fastest, and avoids spinning on a busy shared CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _single(video: int, user: int, **kw) -> VPParams:
     """Params whose every split is the single trace (video, user)."""
     lists = {f"{s}_{k}": [v] for s in ("train", "valid", "test") for k, v in (("videos", video), ("users", user))}

@@ -162,6 +162,8 @@ def convert_gguf(gguf_path: Path, target: Path) -> Path:
             "note": "dequantized to float32 by mamba4net.plugins.hf_teacher; delete to rebuild",
         }
         (tmp / SOURCE_MARKER).write_text(json.dumps(marker, indent=2))
+        for written in tmp.iterdir():
+            written.chmod(0o644)
         try:
             os.rename(tmp, target)
         except OSError:

@@ -51,13 +51,18 @@ class HFTeacherBackbone(nn.Module):
         base.requires_grad_(False)
         if gradient_checkpointing:
             # Non-reentrant: gradients reach the LoRA weights although the inputs may not need grad.
-            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            kwargs = {"use_reentrant": False}
+            if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5 name
+                base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+            else:
+                base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
         self.model: nn.Module = base  # the transformers base model, or a peft PeftModel around it
-        if lora is not None and lora.enabled:
+        self._has_lora = lora is not None and lora.enabled
+        if self._has_lora:
             self.model = _add_lora(base, lora, seed)
         for name, p in self.model.named_parameters():  # only adapters train, whatever peft did
-            p.requires_grad_(self.has_lora and "lora_" in name)
+            p.requires_grad_(self._has_lora and "lora_" in name)
 
     @classmethod
     def from_params(cls, params: HFTeacherParams) -> "HFTeacherBackbone":
@@ -104,9 +109,8 @@ class HFTeacherBackbone(nn.Module):
 
     @property
     def has_lora(self) -> bool:
-        from peft import PeftModel
-
-        return isinstance(self.model, PeftModel)
+        """Whether unmerged LoRA adapters are present (``self.model`` is then a peft PeftModel)."""
+        return self._has_lora
 
     @property
     def base_model(self) -> "PreTrainedModel":
@@ -195,6 +199,7 @@ class HFTeacherBackbone(nn.Module):
         if self.has_lora:
             self.model = self.model.merge_and_unload()
             self.model.requires_grad_(False)
+            self._has_lora = False
         return self
 
     # ---------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The Mamba-2 (SSD, multi-head) mixer, with the parameter names and layout of mamba_ssm's ``Mamba2``
 (and transformers' ``Mamba2Mixer``), so that checkpoints and weight-reuse tables carry over by name:
 
-    in_proj   d_model -> [z (d_inner) | x (d_inner) | B (ngroups*d_state) | C (ngroups*d_state) | dt (nheads)]
+    in_proj   d_model -> [z (d_inner) | x (d_inner) | B (g*n) | C (g*n) | dt (nheads)]
+              with g = ngroups, n = d_state, d_inner = expand * d_model, nheads = d_inner / headdim
     conv1d    depthwise causal conv over xBC (conv_dim = d_inner + 2*ngroups*d_state), SiLU after
     dt_bias, A_log, D   (nheads,)
     norm      gated RMSNorm: rmsnorm(y * silu(z)) per group of d_inner / ngroups channels
@@ -31,10 +32,31 @@ class Mamba2State:
     """Recurrent state of one mixer: constant size whatever the stream length."""
 
     conv: Tensor  # (b, conv_dim, d_conv): the last d_conv raw xBC inputs, oldest first
-    ssm: Tensor  # (b, nheads, headdim, d_state), float32
+    ssm: Tensor  # (b, nheads, headdim, d_state), float32 whatever the model dtype
+
+
+def causal_depthwise_conv(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """Depthwise causal conv over time in the time-major layout: x (b, l, c), weight (c, k) ->
+    (b, l, c), equal to ``nn.Conv1d(c, c, k, groups=c, padding=k - 1)`` cut to the first l outputs.
+
+    k fused multiply-adds into shifted slices of the output: on CPU several times faster than the
+    depthwise Conv1d (which also needs two transposes), and accumulated in float32 for half inputs."""
+    l, k = x.shape[1], weight.shape[-1]
+    ct = torch.promote_types(x.dtype, torch.float32)
+    xf, w = x.to(ct), weight.to(ct)
+    # tap k - 1 reads step t itself, tap i reads step t - (k - 1 - i)
+    out = xf * w[:, k - 1] if bias is None else torch.addcmul(bias.to(ct), xf, w[:, k - 1])
+    for i in range(k - 1):
+        shift = k - 1 - i
+        if shift < l:
+            out[:, shift:].addcmul_(xf[:, : l - shift], w[:, i])
+    return out.to(x.dtype)
 
 
 class Mamba2Mixer(nn.Module):
+    """Mamba-2 mixer with mamba_ssm's defaults (gated norm after the gate, A ~ U[1, 16], D = 1, no
+    projection biases, conv bias). ``kernels`` overrides the registry: ``{"ssd_scan": fn, ...}``."""
+
     def __init__(
         self,
         d_model: int,
@@ -76,7 +98,7 @@ class Mamba2Mixer(nn.Module):
         self.conv1d = nn.Conv1d(
             self.conv_dim, self.conv_dim, kernel_size=d_conv, groups=self.conv_dim,
             padding=d_conv - 1, bias=conv_bias,
-        )  # weight (conv_dim, 1, d_conv)
+        )  # weight (conv_dim, 1, d_conv); holds the parameters, applied by causal_depthwise_conv
         self.dt_bias = nn.Parameter(torch.empty(self.nheads))
         self.A_log = nn.Parameter(torch.empty(self.nheads))
         self.D = nn.Parameter(torch.empty(self.nheads))
@@ -124,11 +146,12 @@ class Mamba2Mixer(nn.Module):
         token, from which ``step`` continues the stream."""
         b, l, _ = u.shape
         scan = ssd_scan or self._kernel(SSD_SCAN, u.device)
-        z, xBC_raw, dt_raw = self._split_in_proj(self.in_proj(u))  # (b,l,d_inner) (b,l,conv_dim) (b,l,h)
+        zxbcdt = self.in_proj(u)  # (b, l, d_in_proj)
+        z, xBC_raw, dt_raw = self._split_in_proj(zxbcdt)  # (b,l,d_inner) (b,l,conv_dim) (b,l,h)
 
-        xBC_t = xBC_raw.transpose(1, 2)  # (b, conv_dim, l)
-        xBC = F.silu(self.conv1d(xBC_t)[..., :l]).transpose(1, 2)  # causal: (b, l, conv_dim)
-        x, B, C = self._split_xbc(xBC)
+        conv_w = self.conv1d.weight.squeeze(1)  # (conv_dim, d_conv)
+        xBC = F.silu(causal_depthwise_conv(xBC_raw, conv_w, self.conv1d.bias))  # (b, l, conv_dim)
+        x, B, C = self._split_xbc(xBC)  # (b, l, d_inner) (b, l, g*n) (b, l, g*n)
 
         A = -torch.exp(self.A_log.float())  # (h,)
         out = scan(
@@ -146,8 +169,9 @@ class Mamba2Mixer(nn.Module):
         y = self.out_proj(y)  # (b, l, d_model)
         if not return_state:
             return y
-        conv = F.pad(xBC_t, (max(0, self.d_conv - l), 0))[..., -self.d_conv :]  # (b, conv_dim, d_conv)
-        return y, Mamba2State(conv=conv, ssm=ssm.float())
+        conv = F.pad(xBC_raw.transpose(1, 2), (max(0, self.d_conv - l), 0))[..., -self.d_conv :]
+        # conv: (b, conv_dim, d_conv), the last d_conv raw inputs (zeros before the first token)
+        return y, Mamba2State(conv=conv, ssm=ssm)
 
     # --- recurrent mode ------------------------------------------------------------------------
     def init_state(self, batch_size: int, device=None, dtype=None) -> Mamba2State:
@@ -156,8 +180,9 @@ class Mamba2Mixer(nn.Module):
         dtype = dtype or w.dtype
         return Mamba2State(
             conv=torch.zeros(batch_size, self.conv_dim, self.d_conv, device=device, dtype=dtype),
-            ssm=torch.zeros(
-                batch_size, self.nheads, self.headdim, self.d_state, device=device, dtype=torch.float32
+            ssm=torch.zeros(  # float32 (float64 for a float64 model), like the scans' states
+                batch_size, self.nheads, self.headdim, self.d_state, device=device,
+                dtype=torch.promote_types(dtype, torch.float32),
             ),
         )
 
@@ -171,10 +196,11 @@ class Mamba2Mixer(nn.Module):
         z, xBC_raw, dt_raw = self._split_in_proj(self.in_proj(u))  # (b,d_inner) (b,conv_dim) (b,h)
 
         conv = torch.cat([state.conv[..., 1:], xBC_raw[..., None].to(state.conv.dtype)], dim=-1)
-        xBC = (conv * self.conv1d.weight.squeeze(1)).sum(-1)  # (b, conv_dim, d_conv) -> (b, conv_dim)
+        # the causal conv at the newest position, accumulated in float32 like the parallel conv
+        xBC = (conv.float() * self.conv1d.weight.squeeze(1).float()).sum(-1)  # (b, conv_dim)
         if self.conv1d.bias is not None:
-            xBC = xBC + self.conv1d.bias
-        xBC = F.silu(xBC).to(u.dtype)
+            xBC = xBC + self.conv1d.bias.float()
+        xBC = F.silu(xBC.to(u.dtype))
         x, B, C = self._split_xbc(xBC)
 
         A = -torch.exp(self.A_log.float())

@@ -51,17 +51,17 @@ class HybridLayer(nn.Module):
     def _mlp(self, h: Tensor) -> Tensor:
         return h if self.mlp is None else h + self.mlp(self.norm2(h))
 
-    def forward(self, h: Tensor, ops: dict[str, Callable], return_state: bool = False):
+    def forward(self, h: Tensor, ssd_scan: Callable, return_state: bool = False):
         """h (B, L, D) -> (B, L, D) [, state]."""
-        kw = {} if self.is_attention else {"ssd_scan": ops[SSD_SCAN]}
+        kw = {} if self.is_attention else {"ssd_scan": ssd_scan}
         out = self.mixer(self.norm1(h), return_state=return_state, **kw)
         mixed, state = out if return_state else (out, None)
         h = self._mlp(h + mixed)
         return (h, state) if return_state else h
 
-    def step(self, h: Tensor, state: Any, ops: dict[str, Callable]) -> tuple[Tensor, Any]:
+    def step(self, h: Tensor, state: Any, ssd_step: Callable) -> tuple[Tensor, Any]:
         """h (B, D) -> (B, D), one token."""
-        kw = {} if self.is_attention else {"ssd_step": ops[SSD_STEP]}
+        kw = {} if self.is_attention else {"ssd_step": ssd_step}
         mixed, state = self.mixer.step(self.norm1(h), state, **kw)
         return self._mlp(h + mixed), state
 
@@ -70,7 +70,9 @@ class HybridMambaBackbone(nn.Module):
     """Student backbone (``StreamingBackbone`` protocol). ``kernels`` overrides the registry's
     choice of ``{"ssd_scan": fn, "ssd_step": fn}`` (tests, benchmarks)."""
 
-    def __init__(self, params: HybridMambaParams | None = None, kernels: dict[str, Callable] | None = None):
+    def __init__(
+        self, params: HybridMambaParams | None = None, kernels: dict[str, Callable] | None = None
+    ):
         super().__init__()
         p = params or HybridMambaParams()
         self.params = p
@@ -107,25 +109,25 @@ class HybridMambaBackbone(nn.Module):
             if name.endswith(("out_proj.weight", "o_proj.weight", "down_proj.weight")):
                 param.div_(math.sqrt(n_branches))
 
-    def _ops(self, device: torch.device) -> dict[str, Callable]:
-        """The kernels for this call, resolved once per call (the registry caches its choice)."""
-        return {op: get_kernel(op, device.type, self.kernels) for op in (SSD_SCAN, SSD_STEP)}
+    def _kernel(self, op: str, device: torch.device) -> Callable:
+        """The implementation of ``op``, looked up once per call (the registry caches its choice)."""
+        return get_kernel(op, device.type, self.kernels)
 
     # --- parallel mode -------------------------------------------------------------------------
     def forward(self, inputs_embeds: Tensor) -> Tensor:
         """inputs_embeds (B, L, D) -> hidden (B, L, D)."""
-        ops = self._ops(inputs_embeds.device)
+        scan = self._kernel(SSD_SCAN, inputs_embeds.device)
         h = inputs_embeds
         for layer in self.layers:
-            h = layer(h, ops)
+            h = layer(h, scan)
         return self.norm_f(h)
 
     def prefill(self, inputs_embeds: Tensor) -> tuple[Tensor, list[Any]]:
         """Like ``forward``, also returning the state after the last position, for ``step``."""
-        ops = self._ops(inputs_embeds.device)
+        scan = self._kernel(SSD_SCAN, inputs_embeds.device)
         h, states = inputs_embeds, []
         for layer in self.layers:
-            h, s = layer(h, ops, return_state=True)
+            h, s = layer(h, scan, return_state=True)
             states.append(s)
         return self.norm_f(h), states
 
@@ -137,9 +139,9 @@ class HybridMambaBackbone(nn.Module):
 
     def step(self, x: Tensor, state: list[Any]) -> tuple[Tensor, list[Any]]:
         """One token per stream: x (B, D) -> (y (B, D), new state). ``state`` is not modified."""
-        ops = self._ops(x.device)
+        step = self._kernel(SSD_STEP, x.device)
         h, new_state = x, []
         for layer, s in zip(self.layers, state):
-            h, s = layer.step(h, s, ops)
+            h, s = layer.step(h, s, step)
             new_state.append(s)
         return self.norm_f(h), new_state

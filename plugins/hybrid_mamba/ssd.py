@@ -42,11 +42,16 @@ def ssd_scan_chunked(
     initial_states: Tensor | None = None,
     return_final_states: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """Chunked SSD: quadratic (attention-like) form inside each chunk, a linear recurrence of the
-    (P, N) states across chunks. Cost O(l * Q * (N + P)) per head with Q = chunk_size."""
+    """Chunked SSD: the quadratic (attention-like) form inside each chunk of Q = chunk_size steps,
+    a linear recurrence of the (N, P) states across chunks. O(l * Q * (N + P)) work per head, all of
+    it in batched matmuls; the only Python loop runs over the l / Q chunk boundaries.
+
+    Written for CPU memory traffic: tensors stay in the time-major layout they arrive in wherever a
+    matmul can read them that way, and elementwise steps are fused (addcmul, in-place) where autograd
+    allows."""
     b, l, h, p = x.shape
     g, n = B.shape[2], B.shape[3]
-    hg = h // g  # heads per group
+    hg = h // g  # heads per group: head i reads B/C group i // hg
     q = chunk_size
     out_dtype, ct = x.dtype, _compute_dtype(x)
 
@@ -61,49 +66,55 @@ def ssd_scan_chunked(
         Cf = F.pad(Cf, (0, 0, 0, 0, 0, pad))
     c = (l + pad) // q
 
-    # Log-decays per step and their running sums inside each chunk.
-    dt_c = dtf.view(b, c, q, g, hg).permute(0, 1, 3, 4, 2)  # (b, c, g, hg, q)
-    a = dt_c * A.to(ct).view(g, hg, 1)  # (b, c, g, hg, q), <= 0
-    a_cs = a.cumsum(-1)  # (b, c, g, hg, q): sum_{k <= i} a_k
+    # Log-decays a = dt * A <= 0 and their running sums inside each chunk.
+    dt_t = dtf.view(b, c, q, h)  # time-major
+    a_cs_t = (dt_t * A.to(ct)).cumsum(2)  # (b, c, q, h): sum_{k <= i} a_k
+    a_cs = a_cs_t.transpose(2, 3).contiguous()  # (b, c, h, q): head-major copy (small)
+    B_c = Bf.view(b, c, q, g, n).transpose(2, 3)  # (b, c, g, q, n) view
+    C_c = Cf.view(b, c, q, g, n).transpose(2, 3)  # (b, c, g, q, n) view
 
-    x_c = xf.view(b, c, q, g, hg, p).permute(0, 1, 3, 4, 2, 5)  # (b, c, g, hg, q, p)
-    B_c = Bf.view(b, c, q, g, n).transpose(2, 3)  # (b, c, g, q, n)
-    C_c = Cf.view(b, c, q, g, n).transpose(2, 3)  # (b, c, g, q, n)
-
-    # 1. Intra-chunk (diagonal blocks): y_i = sum_{j <= i} (C_i . B_j) exp(a_cs_i - a_cs_j) dt_j x_j
+    # 1. Intra-chunk (diagonal blocks):
+    #    y_i = sum_{j <= i} (C_i . B_j) exp(a_cs_i - a_cs_j) dt_j x_j  (+ D x_i on the diagonal)
     causal = torch.ones(q, q, dtype=torch.bool, device=x.device).tril()
-    seg = a_cs[..., :, None] - a_cs[..., None, :]  # (b, c, g, hg, q, q): [i, j]
-    decay = torch.exp(seg.masked_fill(~causal, -torch.inf))  # 0 above the diagonal
-    CB = C_c @ B_c.transpose(-1, -2)  # (b, c, g, q, q): [i, j] = C_i . B_j
-    scores = CB[:, :, :, None] * decay * dt_c[..., None, :]  # (b, c, g, hg, q, q)
-    y = scores @ x_c  # (b, c, g, hg, q, p)
+    decay = a_cs[..., :, None] - a_cs[..., None, :]  # (b, c, h, q, q): [i, j]
+    decay = decay.masked_fill_(~causal, -torch.inf).exp_()  # 0 above the diagonal
+    CB = C_c @ B_c.transpose(-1, -2)  # (b, c, g, q, q): [i, j] = C_i . B_j, shared by hg heads
+    scores = decay.view(b, c, g, hg, q, q) * CB[:, :, :, None]  # (b, c, g, hg, q, q)
+    scores.mul_(dt_t.transpose(2, 3).reshape(b, c, g, hg, 1, q))  # * dt_j
+    if D is not None and D.dim() == 1:  # the skip term D x_i rides on the diagonal
+        scores.diagonal(dim1=-2, dim2=-1).add_(D.to(ct).view(g, hg, 1))
+    x_h = xf.view(b, c, q, g, hg, p).permute(0, 1, 3, 4, 2, 5)  # (b, c, g, hg, q, p) view
+    y_diag = scores @ x_h  # (b, c, g, hg, q, p)
 
-    # 2. Each chunk's own contribution to the state at its end:
-    #    s_c = sum_j exp(a_cs_last - a_cs_j) dt_j B_j x_j^T, stored (N, P) so that one matmul per
-    #    group serves all of its heads.
-    w = torch.exp(a_cs[..., -1:] - a_cs) * dt_c  # (b, c, g, hg, q)
-    xw = (x_c * w[..., None]).permute(0, 1, 2, 4, 3, 5).reshape(b, c, g, q, hg * p)  # (b,c,g,q,hg*p)
+    # 2. Each chunk's own contribution to the state at its end, as (N, hg*P) per group so that one
+    #    matmul serves all heads of a group: s_c = sum_j B_j^T exp(a_cs_last - a_cs_j) dt_j x_j
+    w = torch.exp(a_cs_t[:, :, -1:] - a_cs_t) * dt_t  # (b, c, q, h)
+    xw = xf.view(b, c, q, h, p) * w[..., None]  # (b, c, q, h, p)
+    xw = xw.view(b, c, q, g, hg * p).transpose(2, 3)  # (b, c, g, q, hg*p) view
     chunk_states = (B_c.transpose(-1, -2) @ xw).view(b, c, g, n, hg, p)  # (b, c, g, n, hg, p)
 
-    # 3. Inter-chunk recurrence over the c chunk boundaries (a short loop: l / chunk_size steps).
-    chunk_decay = torch.exp(a_cs[..., -1])  # (b, c, g, hg)
+    # 3. Inter-chunk recurrence: S_{k+1} = exp(a_cs_last[k]) S_k + s_k.
+    chunk_decay = torch.exp(a_cs[..., -1]).view(b, c, g, 1, hg, 1)  # (b, c, g, 1, hg, 1)
     if initial_states is None:
         state = x.new_zeros((b, g, n, hg, p), dtype=ct)
     else:  # (b, h, p, n) -> (b, g, n, hg, p)
         state = initial_states.to(ct).view(b, g, hg, p, n).permute(0, 1, 4, 2, 3)
     starts = []
-    for k in range(c):
+    # unbind, not [:, k]: the backward of c selects would zero-fill c full-size gradients
+    for s_k, d_k in zip(chunk_states.unbind(1), chunk_decay.unbind(1)):
         starts.append(state)
-        state = state * chunk_decay[:, k, :, None, :, None] + chunk_states[:, k]
+        state = torch.addcmul(s_k, state, d_k)
     start_states = torch.stack(starts, dim=1)  # (b, c, g, n, hg, p): state entering each chunk
 
-    # 4. Off-diagonal blocks: y_i += exp(a_cs_i) * C_i . S_start
+    # 4. Off-diagonal blocks: y_i += exp(a_cs_i) * C_i . S_start, added in the time-major layout.
     y_off = C_c @ start_states.view(b, c, g, n, hg * p)  # (b, c, g, q, hg*p)
-    y_off = y_off.view(b, c, g, q, hg, p).transpose(3, 4)  # (b, c, g, hg, q, p)
-    y = y + y_off * torch.exp(a_cs)[..., None]
+    y_off = y_off.view(b, c, g, q, hg, p).permute(0, 1, 3, 2, 4, 5)  # (b, c, q, g, hg, p) view
+    y = torch.addcmul(
+        y_diag.permute(0, 1, 4, 2, 3, 5), y_off, torch.exp(a_cs_t).view(b, c, q, g, hg, 1)
+    )  # (b, c, q, g, hg, p)
 
-    y = y.permute(0, 1, 4, 2, 3, 5).reshape(b, c * q, h, p)[:, :l]  # (b, l, h, p)
-    if D is not None:
+    y = y.reshape(b, c * q, h, p)[:, :l]  # (b, l, h, p)
+    if D is not None and D.dim() == 2:
         y = y + _d_term(D, xf[:, :l])
     y = y.to(out_dtype)
     if return_final_states:

@@ -27,5 +27,6 @@ class RegressionHead(nn.Module):
 
     def forward(self, hidden: Tensor, batch: dict[str, Tensor] | None = None) -> Tensor:
         last = hidden[:, -1] if hidden.dim() == 3 else hidden  # (B, d_model)
+        last = last.to(self.net[-1].weight.dtype)  # a bf16 backbone may feed an fp32 head
         out = self.net(last)  # (B, F*3)
         return out.view(out.shape[0], self.fut_window, 3)  # (B, F, 3)

@@ -11,6 +11,7 @@ from mamba4net.core.hookspecs import hookimpl
 from .config import (
     LinearRegressionParams,
     LSTMParams,
+    NoMotionParams,
     RegressionHeadParams,
     TrajectoryEncoderParams,
     VelocityParams,
@@ -34,6 +35,12 @@ def build_head(params: RegressionHeadParams, *, task, d_model: int):
     from .head import RegressionHead
 
     return RegressionHead(d_model, fut_window=task.fut_window, hidden=params.hidden, dropout=params.dropout)
+
+
+def build_no_motion(params: NoMotionParams, *, task):
+    from .baselines import NoMotionBaseline
+
+    return NoMotionBaseline(task.fut_window)
 
 
 def build_velocity(params: VelocityParams, *, task):
@@ -71,6 +78,7 @@ def mamba4net_register_heads(register):
 
 @hookimpl
 def mamba4net_register_baselines(register):
+    register("no_motion", build_no_motion, params=NoMotionParams, task="vp")
     register("velocity", build_velocity, params=VelocityParams, task="vp")
     register("linear_regression", build_linear_regression, params=LinearRegressionParams, task="vp")
     register("lstm", build_lstm, params=LSTMParams, task="vp")

@@ -27,7 +27,7 @@ class VPTask:
     higher_is_better = False
     default_encoder = "vp_trajectory"
     default_head = "vp_regression"
-    default_baselines = ["linear_regression", "velocity", "lstm"]
+    default_baselines = ["linear_regression", "velocity", "no_motion", "lstm"]
 
     def __init__(self, params: VPParams | None = None):
         self.params = params if params is not None else VPParams()
