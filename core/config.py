@@ -48,6 +48,9 @@ class TrainParams(_Strict):
     checkpoint_every: int = Field(50, gt=0)
     eval_every: int = Field(0, ge=0)  # validation loss every N steps; 0 = only at the end
     losses: list[Node] = Field(default_factory=lambda: [{"name": "task"}])
+    # distillation only: run the frozen teacher once over the training split and reuse its outputs
+    # (cheaper than a teacher forward per step once training sees each sample more than once)
+    cache_teacher: bool = False
 
     @field_validator("losses", mode="before")
     @classmethod

@@ -20,6 +20,7 @@ class Objective(nn.Module):
         # terms that own parameters (e.g. a hidden-state projector) are trained with the model
         self.modules_ = nn.ModuleDict({n: fn for n, _, fn in terms if isinstance(fn, nn.Module)})
         self.needs_teacher = any(getattr(fn, "needs_teacher", False) for fn in self.fns)
+        self.needs_teacher_hidden = any(getattr(fn, "needs_teacher_hidden", False) for fn in self.fns)
 
     def forward(self, student_out: ModelOutput, teacher_out: ModelOutput | None, batch: Batch):
         total: Tensor = torch.zeros((), device=student_out.pred.device)

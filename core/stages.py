@@ -17,6 +17,7 @@ from torch import nn
 from mamba4net.core.checkpoint import trainable_state
 from mamba4net.core.context import RunContext
 from mamba4net.core.objective import build_objective
+from mamba4net.core.teacher_cache import WithTeacherOutputs, load_or_compute, pop_teacher_output
 from mamba4net.core.trainer import Trainer
 
 log = logging.getLogger("mamba4net")
@@ -81,20 +82,27 @@ def distill(ctx: RunContext) -> None:
     teacher = _freeze(ctx.model("teacher"))
     objective = build_objective(ctx.registry, ctx.loaded, "distill", task, student.d_model, teacher.d_model)
     module = nn.ModuleDict({"model": student, "objective": objective})
+    params = ctx.cfg.train_params("distill")
+    data = task.data("train")
+    if params.cache_teacher and objective.needs_teacher:
+        cache = load_or_compute(ckpt.dir / "teacher_outputs.safetensors", teacher, data, ctx.device,
+                                objective.needs_teacher_hidden, ctx.progress)
+        data = WithTeacherOutputs(data, cache)
 
     def loss_fn(batch):
-        teacher_out = None
-        if objective.needs_teacher:
+        teacher_out = pop_teacher_output(batch)
+        if teacher_out is None and objective.needs_teacher:
             with torch.no_grad():
                 teacher_out = teacher(batch)
         return objective(student(batch), teacher_out, batch)
 
     t0 = time.perf_counter()
     final = Trainer(
-        "distill", module, loss_fn, task.data("train"), ctx.cfg.train_params("distill"),
+        "distill", module, loss_fn, data, params,
         ctx.run, ctx.seed, ctx.device, valid_fn=lambda: task.evaluate(student, "valid"), progress=ctx.progress,
     ).fit(resume=ctx.resume)
     ckpt.mark_done(trainable_state(student), {"final": final, "seconds": time.perf_counter() - t0})
+    (ckpt.dir / "teacher_outputs.safetensors").unlink(missing_ok=True)
 
 
 def evaluate(ctx: RunContext) -> None:

@@ -145,3 +145,20 @@ def test_evaluate_finished_run(tmp_path, tiny_config, m4n_registry):
     assert json.loads(run.results_path.read_text()) == original
     with pytest.raises(Mamba4netError, match="not a run directory"):
         evaluate_run(tmp_path / "nothing", registry=m4n_registry)
+
+
+def test_cached_teacher_outputs_match_live_teacher(tmp_path, tiny_config, m4n_registry):
+    live = run_pipeline(validate_data(tiny_config, registry=m4n_registry), tmp_path / "live", registry=m4n_registry)
+    tiny_config["train"]["distill"]["cache_teacher"] = True
+    tiny_config["train"]["distill"]["losses"].append({"name": "hidden_align", "weight": 0.1})
+    cached_cfg = validate_data(tiny_config, registry=m4n_registry)
+    cached = run_pipeline(cached_cfg, tmp_path / "cached", registry=m4n_registry)
+    a = json.loads(live.results_path.read_text())["models"]
+    b = json.loads(cached.results_path.read_text())["models"]
+    assert b["teacher"]["mse"] == pytest.approx(a["teacher"]["mse"], rel=1e-6)
+    assert b["student"]["mse"] > 0 and "hidden_align" in (cached.metrics_path.read_text())
+    # same objective without the extra term: cached and live teachers train the same student
+    tiny_config["train"]["distill"]["losses"].pop()
+    same = run_pipeline(validate_data(tiny_config, registry=m4n_registry), tmp_path / "same", registry=m4n_registry)
+    c = json.loads(same.results_path.read_text())["models"]
+    assert c["student"]["mse"] == pytest.approx(a["student"]["mse"], rel=1e-3)

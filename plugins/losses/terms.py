@@ -49,6 +49,7 @@ class HiddenAlign(nn.Module):
     """A linear map d_student -> d_teacher, trained with the student; MSE or cosine distance."""
 
     needs_teacher = True
+    needs_teacher_hidden = True
 
     def __init__(self, d_student: int, d_teacher: int, metric: str, tokens: str):
         super().__init__()
