@@ -85,7 +85,9 @@ class HybridMambaParams(BaseModel):
                 f"headdim={self.headdim} must divide d_inner = expand * d_model = {self.d_inner}"
             )
         if self.nheads % self.ngroups:
-            raise ValueError(f"ngroups={self.ngroups} must divide nheads = d_inner / headdim = {self.nheads}")
+            raise ValueError(
+                f"ngroups={self.ngroups} must divide nheads = d_inner / headdim = {self.nheads}"
+            )
         lo, hi = self.a_init_range
         if not 0 < lo <= hi:
             raise ValueError(f"a_init_range: need 0 < lo <= hi, got {self.a_init_range}")

@@ -172,7 +172,8 @@ def ssd_step(
     Bh = B.to(ct).repeat_interleave(h // g, dim=1)  # (b, h, n)
     Ch = C.to(ct).repeat_interleave(h // g, dim=1)  # (b, h, n)
     decay = torch.exp(dtf * A.to(ct))  # (b, h)
-    new = state.to(ct) * decay[:, :, None, None] + (dtf[:, :, None] * xf)[..., None] * Bh[:, :, None, :]
+    inp = (dtf[:, :, None] * xf)[..., None] * Bh[:, :, None, :]  # dt x B^T: (b, h, p, n)
+    new = state.to(ct) * decay[:, :, None, None] + inp
     y = (new @ Ch[..., None]).squeeze(-1)  # (b, h, p, n) @ (b, h, n, 1) -> (b, h, p)
     if D is not None:
         y = y + _d_term(D, xf)
