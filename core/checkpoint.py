@@ -100,7 +100,7 @@ class StageCheckpoints:
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         atomic_write_text(self.dir / "latest.json", json.dumps({"step": step, "path": name}) + "\n")
-        for old in sorted(self.dir.glob("step-*"))[: -self.keep]:
+        for old in sorted(self.dir.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))[: -self.keep]:
             shutil.rmtree(old, ignore_errors=True)
         return final
 
@@ -111,11 +111,12 @@ class StageCheckpoints:
         try:
             info = json.loads(pointer.read_text())
             path = self.dir / info["path"]
-        except (json.JSONDecodeError, KeyError) as exc:
+            step = int(info["step"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise DataError(f"{pointer}: corrupt checkpoint pointer ({exc})") from None
         if not (path / "state.json").exists():
             raise DataError(f"{path}: checkpoint folder is incomplete")
-        return int(info["step"]), path
+        return step, path
 
     def load(self, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any]]:
         try:

@@ -57,6 +57,12 @@ class TrainParams(_Strict):
     def _loss_nodes(cls, v: Any) -> Any:
         return [_check_node(x) for x in v] if isinstance(v, list) else v
 
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> "TrainParams":
+        if self.warmup_steps >= self.steps:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be smaller than steps ({self.steps})")
+        return self
+
 
 class EvaluateParams(_Strict):
     split: Literal["train", "valid", "test"] = "test"
@@ -75,17 +81,21 @@ class BenchmarkParams(_Strict):
 
 
 class RuntimeParams(_Strict):
-    device: str = "cpu"  # "cpu", "cuda", "cuda:1" or "auto"
+    device: str = Field("cpu", pattern=r"^(cpu|auto|cuda(:\d+)?|mps)$")  # cpu, cuda, cuda:1, mps, auto
     threads: int | None = Field(None, gt=0)  # torch intra-op threads; None = torch's default
     kernels: dict[str, str] = Field(default_factory=dict)  # {op: implementation name}
     progress: bool = True
 
 
+# the losses a training stage uses when its section names none
+DEFAULT_LOSSES: dict[str, list[Node]] = {
+    "adapt_teacher": [{"name": "task"}],
+    "distill": [{"name": "task"}, {"name": "mse_to_teacher"}],
+}
+
+
 def _default_train() -> dict[str, TrainParams]:
-    return {
-        "adapt_teacher": TrainParams(),
-        "distill": TrainParams(losses=[{"name": "task"}, {"name": "mse_to_teacher"}]),
-    }
+    return {stage: TrainParams(losses=losses) for stage, losses in DEFAULT_LOSSES.items()}
 
 
 class PipelineConfig(_Strict):
@@ -109,6 +119,18 @@ class PipelineConfig(_Strict):
     @classmethod
     def _component_nodes(cls, v: Any) -> Any:
         return None if v is None else _check_node(v)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stage_default_losses(cls, data: Any) -> Any:
+        train = data.get("train") if isinstance(data, dict) else None
+        if isinstance(train, dict):
+            data = {**data, "train": {
+                stage: ({**tp, "losses": DEFAULT_LOSSES[stage]}
+                        if isinstance(tp, dict) and "losses" not in tp and stage in DEFAULT_LOSSES else tp)
+                for stage, tp in train.items()
+            }}
+        return data
 
     @model_validator(mode="after")
     def _fill_default_stages(self) -> "PipelineConfig":
@@ -153,7 +175,10 @@ def _line_map(text: str) -> dict[tuple[str, ...], int]:
 def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -169,10 +194,12 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """``over`` wins; mappings merge recursively; lists and scalars are replaced whole."""
+    """``over`` wins; mappings merge recursively; lists, scalars and renamed components are replaced whole."""
     out = copy.deepcopy(base)
     for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        prev = out.get(key)
+        # merge mappings, unless the override names another component: its params start afresh
+        if isinstance(value, dict) and isinstance(prev, dict) and value.get("name", prev.get("name")) == prev.get("name"):
             out[key] = deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
@@ -339,11 +366,21 @@ def validate_data(
     for stage, tp in cfg.train.items():
         for i, node in enumerate(tp.losses):
             weight = node.get("weight", 1.0)
-            if not isinstance(weight, (int, float)) or isinstance(weight, bool):
-                raise ConfigError(f"{where(f'train.{stage}.losses.{i}.weight')}: expected a number")
+            try:
+                if isinstance(weight, bool):
+                    raise ValueError
+                node["weight"] = float(weight)  # YAML 1.1 reads 1e-2 as a string
+            except (TypeError, ValueError):
+                raise ConfigError(f"{where(f'train.{stage}.losses.{i}.weight')}: expected a number, got {weight!r}") from None
             check(f"train.{stage}.losses.{i}", "losses", node, drop=("weight",))
     for i, node in enumerate(cfg.evaluate.baselines or []):
         check(f"evaluate.baselines.{i}", "baselines", node, task=task_name)
+
+    kernels = registry.kind("kernels")
+    for op, name in cfg.runtime.kernels.items():
+        if name not in kernels or kernels.get(name).meta.get("op") != op:
+            known = ", ".join(c.name for c in kernels.where(op=op)) or "none"
+            raise ConfigError(f"{where(f'runtime.kernels.{op}')}: unknown kernel '{name}' for op '{op}'; known: {known}")
 
     from mamba4net.core.stages import STAGES
 

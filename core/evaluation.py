@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 
 from mamba4net.core.checkpoint import load_tensors, save_tensors
+from mamba4net.core.errors import DataError
 from mamba4net.core.runs import write_json
 
 log = logging.getLogger("mamba4net")
@@ -24,10 +27,15 @@ def baseline_nodes(ctx) -> list[tuple[str, object]]:
 def fitted_baseline(ctx, name: str, params):
     """Build a baseline; learned ones are fitted once per run and their weights kept."""
     baseline = ctx.registry.get("baselines", name).build(params, task=ctx.task)
-    path = ctx.run.stage_dir("baselines") / f"{name}.safetensors"
+    # fitted weights are kept per (name, params): other params fit afresh
+    tag = hashlib.sha1(json.dumps(params.model_dump(mode="json") if params else {}, sort_keys=True).encode())
+    path = ctx.run.stage_dir("baselines") / f"{name}-{tag.hexdigest()[:10]}.safetensors"
     learned = hasattr(baseline, "state_dict") and hasattr(baseline, "load_state_dict")
     if learned and path.exists():
-        baseline.load_state_dict(load_tensors(path))
+        try:
+            baseline.load_state_dict(load_tensors(path))
+        except RuntimeError as exc:
+            raise DataError(f"{path}: does not fit baseline '{name}' ({str(exc).splitlines()[0]})") from None
         return baseline, 0.0
     t0 = time.perf_counter()
     baseline.fit(ctx.task)

@@ -22,9 +22,9 @@ once per component::
   same name is an error naming both owners.
 * ``factory``: called when a config asks for the component, never at registration. Keep heavy
   imports (torch, transformers) inside it so that loading plugins stays fast.
-* ``params``: a pydantic model (``extra="forbid"``) for the component's YAML parameters; the config
-  node ``{name: my_task, ...}`` is validated against it before any work starts. ``None`` means the
-  component takes no parameters.
+* ``params``: a pydantic model (``extra="forbid"``, enforced) for the component's YAML parameters;
+  the config node ``{name: my_task, ...}`` is validated against it before any work starts. ``None``
+  means the component takes no parameters; its factory then receives ``params=None``.
 * ``meta``: extra facts some kinds need (kernels: ``op``, ``priority``, ``available``; baselines:
   ``task``). Documented per hook below.
 
@@ -119,10 +119,19 @@ def mamba4net_register_losses(register: Register) -> None:
     """Register loss terms that a config composes into a weighted sum.
 
     ``factory(params, *, task, d_student, d_teacher) -> callable(student_out, teacher_out, batch)``
-    returning a scalar tensor, where ``d_student``/``d_teacher`` are the backbones' widths (None when
-    that model takes no part) and the outputs are :class:`mamba4net.core.protocols.ModelOutput` (``teacher_out`` is None
-    when no teacher takes part). If the callable is an ``nn.Module`` with parameters (a projector
-    for hidden-state alignment, say), the trainer optimizes them along with the model.
+    returning a scalar tensor. ``d_student``/``d_teacher`` are the backbones' widths (``d_teacher``
+    is None in stages without a teacher); the outputs are
+    :class:`mamba4net.core.protocols.ModelOutput`.
+
+    Two optional attributes on the callable tell the engine what it needs:
+
+    * ``needs_teacher = True``: the term reads ``teacher_out`` (otherwise it may be None and the
+      teacher is not run at all); using it in a stage without a teacher is a config error;
+    * ``needs_teacher_hidden = True``: it reads ``teacher_out.hidden`` (kept in the teacher-output
+      cache only when some term asks for it).
+
+    If the callable is an ``nn.Module`` with parameters (a projector for hidden-state alignment,
+    say), the trainer optimizes them along with the model and checkpoints them.
     """
 
 
@@ -156,6 +165,9 @@ def mamba4net_register_baselines(register: Register) -> None:
     """Register classic (non-LLM) baselines that are evaluated beside teacher and student.
 
     ``factory(params, *, task) -> Baseline`` (:class:`mamba4net.core.protocols.Baseline`):
-    ``fit(task, budget)`` trains it if it learns anything, ``predict(batch)`` answers like a head.
+    ``fit(task)`` trains it if it learns anything; how it answers is the task's business (the task's
+    ``evaluate`` drives it; for supervised tasks ``predict(batch)`` answering like the task's head).
+    A learned baseline may expose ``state_dict()``/``load_state_dict()``: the engine then keeps its
+    fitted weights with the run, so ``mamba4net evaluate`` reuses them instead of refitting.
     Required meta: ``task`` (str), the registered task name the baseline belongs to.
     """

@@ -55,16 +55,22 @@ def run_pipeline(loaded: LoadedConfig, run_root: Path, resume: bool = False, reg
     registry = registry or default_registry()
     run = RunDir(run_root)
     resolved = loaded.resolved()
+    device = _apply_runtime(loaded)  # before anything is written: a bad device leaves no stub run
     if run.config_path.exists():
         if not resume:
             raise Mamba4netError(f"{run.root} already holds a run: pass --resume to continue it, or another --out")
         previous = yaml.safe_load(run.config_path.read_text())
-        changed = [k for k in _diff(previous, resolved) if not k.startswith("runtime.progress")]
-        if changed:
-            raise ConfigError(f"--resume {run.root}: the config differs from the run's at {', '.join(changed[:5])}")
+        changed = _diff(previous, resolved)
+        # what the models are may not change; how they are trained and run may (e.g. a lower lr
+        # after a NaN, another device), at the price of an exact replay
+        fixed = [k for k in changed if not k.startswith(("runtime.", "train.", "evaluate.", "benchmark."))]
+        if fixed:
+            raise ConfigError(f"--resume {run.root}: the config differs from the run's at {', '.join(fixed[:5])}")
+        for key in changed:
+            if not key.startswith("runtime.progress"):
+                log.warning("--resume: %s changed since the run started", key)
     run.create()
     run.write_config(resolved)
-    device = _apply_runtime(loaded)
     ctx = RunContext(loaded, registry, run=run, out=run, resume=resume, device=device)
     if resume and run.results_path.exists():
         ctx.results = json.loads(run.results_path.read_text())
@@ -94,14 +100,16 @@ def evaluate_run(run_root: str | Path, overrides: list[str] | None = None, regis
     if not run.config_path.exists():
         raise Mamba4netError(f"{run.root}: not a run directory (no config.yaml)")
     loaded = load_config(run.config_path, overrides, registry=registry)
-    out = RunDir(new_run_dir(run.root / "evaluations", "eval")).create()
-    out.write_config(loaded.resolved())
     device = _apply_runtime(loaded)
-    ctx = RunContext(loaded, registry, run=run, out=out, device=device)
-    for stage in ("adapt_teacher", "distill"):
-        ctx.require_done(stage)
+    stages = registry.get("strategies", loaded.cfg.strategy["name"]).build(loaded.params["strategy"])
+    ctx = RunContext(loaded, registry, run=run, out=run, device=device)
+    for stage in stages:
+        if STAGES[stage].trains or stage == "init_student":
+            ctx.require_done(stage)
+    ctx.out = out = RunDir(new_run_dir(run.root / "evaluations", "eval")).create()
+    out.write_config(loaded.resolved())
     STAGES["evaluate"].fn(ctx)
-    if "benchmark" in registry.get("strategies", loaded.cfg.strategy["name"]).build(loaded.params["strategy"]):
+    if "benchmark" in stages:
         STAGES["benchmark"].fn(ctx)
     write_json(out.results_path, ctx.results)
     write_report(out, ctx.results, [], f"Evaluation of {run.root.name}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -75,6 +76,12 @@ class RunDir:
     # -- metrics ----------------------------------------------------------------------------
     def log_metrics(self, stage: str, step: int, values: dict[str, float]) -> None:
         record = {"stage": stage, "step": step, "time": round(time.time(), 3), **values}
+        if self.metrics_path.exists() and self.metrics_path.stat().st_size:
+            with open(self.metrics_path, "rb") as f:  # a line cut by a kill must not swallow this one
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    with open(self.metrics_path, "a") as g:
+                        g.write("\n")
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(_json_safe(record)) + "\n")
             f.flush()
@@ -109,5 +116,7 @@ def new_run_dir(base: str | Path, name: str) -> Path:
 
 
 def latest_run_dir(base: str | Path, name: str) -> Path | None:
-    runs = sorted(p for p in Path(base).glob(f"{name}-*") if (p / "config.yaml").exists())
+    """The newest ``<name>-<YYYYmmdd-HHMMSS>[-i]`` run (not another config's ``<name>-small-...``)."""
+    pattern = re.compile(re.escape(name) + r"-\d{8}-\d{6}(-\d+)?$")
+    runs = sorted(p for p in Path(base).glob(f"{name}-*") if pattern.match(p.name) and (p / "config.yaml").exists())
     return runs[-1] if runs else None

@@ -44,7 +44,7 @@ def adapt_teacher(ctx: RunContext) -> None:
         return
     task = ctx.task
     objective = build_objective(ctx.registry, ctx.loaded, "adapt_teacher", task, teacher.d_model, None)
-    module = nn.ModuleDict({"model": teacher, "objective": objective})
+    module = nn.ModuleDict({"model": teacher, "objective": objective}).to(ctx.device)
 
     def loss_fn(batch):
         return objective(teacher(batch), None, batch)
@@ -67,7 +67,7 @@ def init_student(ctx: RunContext) -> None:
     init = ctx.registry.get("initializers", ctx.cfg.initializer["name"]).build(ctx.loaded.params["initializer"])
     with torch.no_grad():
         report = init(teacher.backbone, student.backbone)
-    ckpt.mark_done(trainable_state(student), {"initializer": ctx.cfg.initializer["name"], "report": report})
+    ckpt.mark_done(student.state_dict(), {"initializer": ctx.cfg.initializer["name"], "report": report})
 
 
 def distill(ctx: RunContext) -> None:
@@ -81,7 +81,7 @@ def distill(ctx: RunContext) -> None:
     task = ctx.task
     teacher = _freeze(ctx.model("teacher"))
     objective = build_objective(ctx.registry, ctx.loaded, "distill", task, student.d_model, teacher.d_model)
-    module = nn.ModuleDict({"model": student, "objective": objective})
+    module = nn.ModuleDict({"model": student, "objective": objective}).to(ctx.device)
     params = ctx.cfg.train_params("distill")
     data = task.data("train")
     if params.cache_teacher and objective.needs_teacher:
@@ -101,7 +101,7 @@ def distill(ctx: RunContext) -> None:
         "distill", module, loss_fn, data, params,
         ctx.run, ctx.seed, ctx.device, valid_fn=lambda: task.evaluate(student, "valid"), progress=ctx.progress,
     ).fit(resume=ctx.resume)
-    ckpt.mark_done(trainable_state(student), {"final": final, "seconds": time.perf_counter() - t0})
+    ckpt.mark_done(student.state_dict(), {"final": final, "seconds": time.perf_counter() - t0})
     (ckpt.dir / "teacher_outputs.safetensors").unlink(missing_ok=True)
 
 

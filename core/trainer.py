@@ -98,6 +98,7 @@ class Trainer:
     def _resume(self) -> int:
         found = self.ckpt.latest()
         if found is None:
+            self.run.truncate_metrics(self.stage, 0)  # killed before its first checkpoint
             return 0
         step, path = found
         model_t, opt_t, state = self.ckpt.load(path)

@@ -60,9 +60,7 @@ class Component:
         params = raw_or_params
         if params is None or isinstance(params, dict):
             params = self.validate_params(params or {})
-        if self.params is None:
-            return self.factory(**context)
-        return self.factory(params, **context)
+        return self.factory(params, **context)  # params is None for components that take none
 
 
 class ComponentRegistry:
@@ -94,13 +92,18 @@ class ComponentRegistry:
                 f"plugin '{component.owner}' registered {self.noun} '{name}' without "
                 f"required {', '.join(missing)}"
             )
-        if component.params is not None and not (
-            isinstance(component.params, type) and issubclass(component.params, BaseModel)
-        ):
-            raise PluginError(
-                f"plugin '{component.owner}' registered {self.noun} '{name}' with params "
-                f"{component.params!r}: expected a pydantic model class or None"
-            )
+        if component.params is not None:
+            if not (isinstance(component.params, type) and issubclass(component.params, BaseModel)):
+                raise PluginError(
+                    f"plugin '{component.owner}' registered {self.noun} '{name}' with params "
+                    f"{component.params!r}: expected a pydantic model class or None"
+                )
+            if component.params.model_config.get("extra") != "forbid":
+                raise PluginError(
+                    f"plugin '{component.owner}' registered {self.noun} '{name}' with params model "
+                    f"{component.params.__name__} that accepts unknown keys: set "
+                    "model_config = ConfigDict(extra='forbid') so typos in YAML are caught"
+                )
         self._items[name] = component
 
     def get(self, name: str) -> Component:

@@ -84,7 +84,13 @@ class Registry:
     def _register(self, name: str, plugin: Any, info: PluginInfo) -> None:
         if name in self.plugins:
             raise PluginError(f"a plugin named '{name}' is already loaded ({self.plugins[name].module})")
-        self.pm.register(plugin, name=name)
+        try:
+            self.pm.register(plugin, name=name)
+            self.pm.check_pending()  # a misspelled hook name is an error, not silently ignored
+        except pluggy.PluginValidationError as exc:
+            if self.pm.is_registered(plugin):
+                self.pm.unregister(plugin)
+            raise PluginError(f"plugin '{name}' ({info.module}): {exc}") from None
         self.plugins[name] = info
 
     # -- components ----------------------------------------------------------------------------
@@ -95,7 +101,15 @@ class Registry:
             # call each implementation with a register() bound to its plugin, so every component
             # knows its owner (for duplicate errors and `mamba4net plugins`)
             for impl in reversed(caller.get_hookimpls()):
-                impl.function(register=self._make_register(reg, impl.plugin_name))
+                try:
+                    impl.function(register=self._make_register(reg, impl.plugin_name))
+                except PluginError:
+                    raise
+                except Exception as exc:  # name the plugin whose hook broke
+                    raise PluginError(
+                        f"plugin '{impl.plugin_name}' failed in mamba4net_register_{kind}: "
+                        f"{type(exc).__name__}: {exc}"
+                    ) from exc
         return kinds
 
     @staticmethod

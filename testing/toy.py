@@ -111,15 +111,15 @@ class ToyPlugin:
 
     @hookimpl
     def mamba4net_register_encoders(self, register):
-        register("toy_encoder", lambda task, d_model: ToyEncoder(d_model))
+        register("toy_encoder", lambda params, task, d_model: ToyEncoder(d_model))
 
     @hookimpl
     def mamba4net_register_heads(self, register):
-        register("toy_head", lambda task, d_model: ToyHead(d_model))
+        register("toy_head", lambda params, task, d_model: ToyHead(d_model))
 
     @hookimpl
     def mamba4net_register_baselines(self, register):
-        register("toy_mean", lambda task: ToyMean(), task="toy")
+        register("toy_mean", lambda params, task: ToyMean(), task="toy")
 
 
 def tiny_pipeline_config(**overrides: Any) -> dict[str, Any]:

@@ -37,7 +37,7 @@ def test_valid_config_fills_defaults(tmp_path, tiny_config, m4n_registry):
         (lambda c: c["student"].update(colour=3), r"student\.colour \(line \d+\): unknown key"),
         (lambda c: c["teacher"].update(name="hf_causal_llm"), r"teacher\.name \(line \d+\): unknown teacher 'hf_causal_llm'; did you mean 'hf_causal_lm'\?"),
         (lambda c: c["train"]["distill"]["losses"].append({"name": "kl"}), r"train\.distill\.losses\.2\.name .*unknown loss 'kl'"),
-        (lambda c: c["train"].update(warmup={"steps": 1}), r"train\.warmup .*not a training stage"),
+        (lambda c: c["train"].update(warmup={"steps": 50}), r"train\.warmup .*not a training stage"),
         (lambda c: c.update(evaluate={"baselines": ["velocity"]}), r"evaluate\.baselines\.0\.name .*belongs to task 'vp', not 'toy'"),
     ],
 )
@@ -109,3 +109,35 @@ def test_cli_validate_exit_code_2_one_line(tmp_path, content, needle):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and needle in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_stage_sections_keep_their_default_losses(tmp_path, tiny_config, m4n_registry):
+    del tiny_config["train"]["distill"]["losses"]
+    tiny_config["train"]["adapt_teacher"]["losses"] = [{"name": "task", "weight": "1e-1"}]
+    r = load_config(write(tmp_path, tiny_config), registry=m4n_registry).resolved()
+    assert [n["name"] for n in r["train"]["distill"]["losses"]] == ["task", "mse_to_teacher"]
+    assert r["train"]["adapt_teacher"]["losses"][0]["weight"] == 0.1
+
+
+@pytest.mark.parametrize(
+    "mutate,pattern",
+    [
+        (lambda c: c["runtime"].update(device="gpu"), r"runtime\.device .*pattern"),
+        (lambda c: c["runtime"].update(kernels={"ssd_scan": "fastest"}), r"runtime\.kernels\.ssd_scan .*unknown kernel 'fastest'"),
+        (lambda c: c["train"]["distill"].update(warmup_steps=20, steps=10), r"train\.distill .*warmup_steps \(20\) must be smaller"),
+    ],
+)
+def test_runtime_and_schedule_checks(tmp_path, tiny_config, m4n_registry, mutate, pattern):
+    mutate(tiny_config)
+    with pytest.raises(ConfigError, match=pattern):
+        load_config(write(tmp_path, tiny_config), registry=m4n_registry)
+
+
+def test_extends_with_another_component_starts_afresh(tmp_path, tiny_config, m4n_registry):
+    write(tmp_path, tiny_config, "base.yaml")
+    child = write(tmp_path, {"extends": "base.yaml", "initializer": {"name": "random", "seed": 3}})
+    assert load_config(child, registry=m4n_registry).resolved()["initializer"] == {"name": "random", "seed": 3}
+    tiny_config["teacher"] = {"name": "hf_causal_lm", "model": "random", "num_layers": 1}
+    write(tmp_path, tiny_config, "base.yaml")
+    renamed = write(tmp_path, {"extends": "base.yaml", "teacher": {"name": "hf_causal_lm", "lora": {"r": 2}}})
+    assert load_config(renamed, registry=m4n_registry).resolved()["teacher"]["num_layers"] == 1

@@ -133,3 +133,39 @@ def test_params_model_must_be_pydantic():
     reg.add_plugin(_P(), name="p")
     with pytest.raises(PluginError, match="expected a pydantic model"):
         reg.kind("heads")
+
+
+class _Misspelled:
+    @hookimpl
+    def mamba4net_register_task(self, register):  # no such hook
+        pass
+
+
+class _Lenient:
+    @hookimpl
+    def mamba4net_register_heads(self, register):
+        from pydantic import BaseModel
+
+        class P(BaseModel):
+            width: int = 1
+
+        register("lenient", lambda params, task, d_model: None, params=P)
+
+
+class _Broken:
+    @hookimpl
+    def mamba4net_register_tasks(self, register):
+        raise RuntimeError("boom")
+
+
+def test_plugin_mistakes_are_named():
+    reg = Registry(load_entry_points=False)
+    with pytest.raises(PluginError, match=r"plugin 'typo'.*mamba4net_register_task"):
+        reg.add_plugin(_Misspelled(), name="typo")
+    reg.add_plugin(_Lenient(), name="lenient")
+    with pytest.raises(PluginError, match="accepts unknown keys"):
+        reg.kind("heads")
+    reg = Registry(load_entry_points=False)
+    reg.add_plugin(_Broken(), name="broken")
+    with pytest.raises(PluginError, match=r"plugin 'broken' failed in mamba4net_register_tasks: RuntimeError: boom"):
+        reg.kind("tasks")
