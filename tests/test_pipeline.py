@@ -166,3 +166,13 @@ def test_cached_teacher_outputs_match_live_teacher(tmp_path, tiny_config, m4n_re
     same = run_pipeline(validate_data(tiny_config, registry=m4n_registry), tmp_path / "same", registry=m4n_registry)
     c = json.loads(same.results_path.read_text())["models"]
     assert c["student"]["mse"] == pytest.approx(a["student"]["mse"], rel=1e-3)
+
+
+def test_corrupt_checkpoint_is_named(tmp_path, tiny_config, m4n_registry):
+    from mamba4net.core.errors import DataError
+
+    run = run_pipeline(validate_data(tiny_config, registry=m4n_registry), tmp_path / "run", registry=m4n_registry)
+    final = run.checkpoints / "distill" / "final.safetensors"
+    final.write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(DataError, match=r"distill/final\.safetensors: unreadable checkpoint"):
+        evaluate_run(run.root, registry=m4n_registry)
