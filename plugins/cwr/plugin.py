@@ -1,15 +1,20 @@
-"""Student initializers: ``random`` (the student's own initialisation, the ablation's control)."""
+"""Entry point of the ``cwr`` plugin: the student initializers.
+
+* ``random``: the student's own initialisation (the ablation's control);
+* ``cwr``: cross-architecture weight reuse from the teacher (paper section III-C, DESIGN section 7):
+  Q->C, K->B, V->x, O->out_proj, norms and MLPs, the student's attention layers from the teacher's;
+  ``copy`` for a student as wide as the teacher, ``svd`` (rank-r truncated SVD) for a narrower one.
+
+Import-light: pydantic parameters only; torch is imported when a config builds an initializer.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
-
 from mamba4net.core.hookspecs import hookimpl
 
+from .config import CWRParams, RandomInitParams
 
-class RandomInitParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    seed: int | None = None  # re-initialise with this seed; None keeps the student's own init
+__all__ = ["CWRParams", "RandomInitParams", "build_cwr", "build_random"]
 
 
 def build_random(params: RandomInitParams):
@@ -26,6 +31,14 @@ def build_random(params: RandomInitParams):
     return initialize
 
 
+def build_cwr(params: CWRParams):
+    """``factory(params) -> callable(teacher, student) -> report`` (see ``initializer.py``)."""
+    from .initializer import CWRInitializer
+
+    return CWRInitializer(params)
+
+
 @hookimpl
 def mamba4net_register_initializers(register):
     register("random", build_random, params=RandomInitParams)
+    register("cwr", build_cwr, params=CWRParams)
