@@ -65,9 +65,11 @@ def init_student(ctx: RunContext) -> None:
         return
     teacher = ctx.model("teacher")
     init = ctx.registry.get("initializers", ctx.cfg.initializer["name"]).build(ctx.loaded.params["initializer"])
+    t0 = time.perf_counter()
     with torch.no_grad():
         report = init(teacher.backbone, student.backbone)
-    ckpt.mark_done(student.state_dict(), {"initializer": ctx.cfg.initializer["name"], "report": report})
+    info = {"initializer": ctx.cfg.initializer["name"], "seconds": time.perf_counter() - t0, "report": report}
+    ckpt.mark_done(student.state_dict(), info)
 
 
 def distill(ctx: RunContext) -> None:
