@@ -49,25 +49,52 @@ def efficiency_table(eff: dict) -> str:
     return "\n".join(lines) + "\n" + extra
 
 
+def _smooth(values: list[float], window: int) -> list[float]:
+    out, acc = [], []
+    for v in values:
+        acc = (acc + [v])[-window:]
+        out.append(sum(acc) / len(acc))
+    return out
+
+
 def plot_training(metrics: list[dict], path: Path) -> bool:
+    """Per stage: loss terms (raw, faint; moving average, bold) and validation metrics."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    stages = sorted({m["stage"] for m in metrics if "loss" in m})
+    stages = list(dict.fromkeys(m["stage"] for m in metrics if "loss" in m))
     if not stages:
         return False
-    fig, axes = plt.subplots(1, len(stages), figsize=(5 * len(stages), 3.5), squeeze=False)
-    for ax, stage in zip(axes[0], stages):
-        rows = [m for m in metrics if m["stage"] == stage and "loss" in m]
-        keys = [k for k in rows[-1] if k not in ("stage", "step", "time", "lr", "grad_norm", "sec_per_step")]
+    valid_keys = sorted({k for m in metrics for k in m if k.startswith("valid_") and k != "valid_n_samples"})
+    rows = 2 if valid_keys else 1
+    fig, axes = plt.subplots(rows, len(stages), figsize=(5 * len(stages), 3.2 * rows), squeeze=False)
+    for col, stage in enumerate(stages):
+        train = [m for m in metrics if m["stage"] == stage and "loss" in m]
+        skip = ("stage", "step", "time", "lr", "grad_norm", "sec_per_step")
+        keys = [k for k in train[-1] if k not in skip and not (k == "loss" and len(train[-1]) <= 8)]
+        ax = axes[0][col]
         for k in keys:
-            ax.plot([m["step"] for m in rows if k in m], [m[k] for m in rows if k in m], label=k)
-        ax.set_title(stage)
-        ax.set_xlabel("step")
+            steps = [m["step"] for m in train if k in m]
+            values = [m[k] for m in train if k in m]
+            line, = ax.plot(steps, values, alpha=0.25)
+            ax.plot(steps, _smooth(values, 5), color=line.get_color(), label=k)
+        ax.set_title(f"{stage}: training loss")
         ax.set_yscale("log")
         ax.legend(fontsize=7)
+        if rows == 2:
+            ax = axes[1][col]
+            valid = [m for m in metrics if m["stage"] == stage and any(k in m for k in valid_keys)]
+            for k in valid_keys:
+                pts = [(m["step"], m[k]) for m in valid if k in m]
+                if pts:
+                    ax.plot(*zip(*pts), marker="o", label=k)
+            ax.set_title(f"{stage}: validation")
+            ax.set_xlabel("step")
+            ax.legend(fontsize=7)
+        else:
+            ax.set_xlabel("step")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -4,6 +4,8 @@
   installed): fixtures ``m4n_registry``, ``toy_task``, ``tiny_teacher``, ``tiny_student`` and
   ``tiny_config``.
 * :mod:`mamba4net.testing.toy`: a tiny synthetic task plugin for engine tests.
+* :mod:`mamba4net.testing.initializers`: Hypothesis strategies for teacher/student geometries and
+  a reusable property suite for initializers (``check_initializer``, plus CWR's own properties).
 """
 
 from mamba4net.testing.toy import ToyPlugin, ToyTask, tiny_pipeline_config
