@@ -37,17 +37,14 @@ def stream_seed(seed: int, stage: str, *parts: int) -> int:
 def batch_indices(n: int, batch_size: int, first_sample: int, seed: int, stage: str) -> Tensor:
     """Samples ``first_sample .. first_sample+batch_size-1`` of an endless stream of seeded epochs."""
     out = []
-    pos = first_sample
-    while len(out) < batch_size:
+    pos, end = first_sample, first_sample + batch_size
+    while pos < end:
         epoch, offset = divmod(pos, n)
         g = torch.Generator().manual_seed(stream_seed(seed, stage, epoch))
-        perm = torch.randperm(n, generator=g)
-        take = perm[offset : offset + batch_size - len(out)]
+        take = torch.randperm(n, generator=g)[offset : offset + end - pos]
         out.append(take)
         pos += len(take)
-        if sum(len(t) for t in out) >= batch_size:
-            break
-    return torch.cat(out)[:batch_size]
+    return torch.cat(out)
 
 
 def lr_at(step: int, p: TrainParams) -> float:

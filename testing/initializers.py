@@ -341,7 +341,7 @@ def _teacher_linear(teacher, j: int, name: str) -> torch.Tensor:
     """The effective (LoRA-included) weight of teacher layer j's ``name`` (``q_proj``, ``gate_proj``...)."""
     if name in ("q_proj", "k_proj", "v_proj", "o_proj"):
         return teacher.attention_weights(j)[f"{name}.weight"]
-    from mamba4net.plugins.cwr.initializer import effective_linear
+    from mamba4net.plugins.hf_teacher.model import effective_linear
 
     return effective_linear(getattr(teacher.layers[j].mlp, name))[0]
 

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from mamba4net.core.errors import ConfigError
+from mamba4net.plugins.hf_teacher.model import effective_linear
 
 from .config import NO_DECAY_A_LOG, CWRParams
 from .mapping import (
@@ -49,22 +50,6 @@ from .svd import SVDInfo, truncated_svd
 # ---------------------------------------------------------------------------------------------
 # Reading the teacher (never writing it)
 # ---------------------------------------------------------------------------------------------
-
-
-def effective_linear(proj: nn.Module) -> tuple[Tensor, Tensor | None]:
-    """(weight, bias) copies of a Linear, or of a peft LoRA layer with its unmerged deltas added."""
-    if hasattr(proj, "get_base_layer") and hasattr(proj, "get_delta_weight"):
-        base = proj.get_base_layer()
-        weight = base.weight.detach().clone()
-        if not getattr(proj, "merged", False):
-            for adapter in proj.active_adapters:
-                if adapter in proj.lora_A:
-                    weight += proj.get_delta_weight(adapter).to(weight.dtype)
-    else:
-        base = proj
-        weight = proj.weight.detach().clone()
-    bias = base.bias.detach().clone() if getattr(base, "bias", None) is not None else None
-    return weight, bias
 
 
 def teacher_geometry(teacher: nn.Module) -> TeacherGeometry:

@@ -165,7 +165,7 @@ class HFTeacherBackbone(nn.Module):
         out: dict[str, Tensor] = {}
         for name in ATTN_PROJ:
             proj = getattr(attn, name)
-            weight, bias = _effective_linear(proj)
+            weight, bias = effective_linear(proj)
             out[f"{name}.weight"] = weight
             if bias is not None:
                 out[f"{name}.bias"] = bias
@@ -245,7 +245,7 @@ def _add_lora(base: "PreTrainedModel", lora: LoRAParams, seed: int) -> nn.Module
             raise ValueError(f"teacher LoRA: {str(exc).splitlines()[0]}") from exc
 
 
-def _effective_linear(proj: nn.Module) -> tuple[Tensor, Tensor | None]:
+def effective_linear(proj: nn.Module) -> tuple[Tensor, Tensor | None]:
     """(weight, bias) of a Linear or of a peft LoRA Linear, with unmerged LoRA deltas added."""
     from peft.tuners.lora import LoraLayer
 
