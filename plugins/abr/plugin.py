@@ -1,0 +1,1 @@
+"""Entry point of the abr plugin: registers nothing yet."""

@@ -1,0 +1,1 @@
+"""cjs plugin (work in progress)."""

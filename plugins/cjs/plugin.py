@@ -1,0 +1,1 @@
+"""Entry point of the cjs plugin: registers nothing yet."""

@@ -1,0 +1,1 @@
+"""Entry point of the triton_kernels plugin: registers nothing yet."""
