@@ -1,1 +1,48 @@
-"""Entry point of the abr plugin: registers nothing yet."""
+"""Entry point of the ABR plugin (``abr = "mamba4net.plugins.abr.plugin"``).
+
+Import-light: only pydantic models and the hook marker at import; numpy, torch and the simulator
+are imported inside the factories, when a config asks for a component.
+"""
+
+from __future__ import annotations
+
+from mamba4net.core.hookspecs import hookimpl
+
+from .config import ABRParams, PolicyHeadParams, StateEncoderParams
+
+
+def build_task(params: ABRParams):
+    from .task import ABRTask
+
+    return ABRTask(params)
+
+
+def build_encoder(params: StateEncoderParams, *, task, d_model: int):
+    from .encoder import ABRStateEncoder
+
+    return ABRStateEncoder(d_model, layout=task.params.token_layout, hidden=params.hidden,
+                           conv_channels=params.conv_channels)
+
+
+def build_head(params: PolicyHeadParams, *, task, d_model: int):
+    from .head import PolicyHead
+
+    return PolicyHead(d_model, task.params.tokens_per_decision, hidden=params.hidden)
+
+
+@hookimpl
+def mamba4net_register_tasks(register):
+    register("abr", build_task, params=ABRParams)
+
+
+@hookimpl
+def mamba4net_register_encoders(register):
+    register("abr_state", build_encoder, params=StateEncoderParams)
+
+
+@hookimpl
+def mamba4net_register_heads(register):
+    register("abr_policy", build_head, params=PolicyHeadParams)
+
+
+# --- baselines (rule policies and the learned Pensieve policy) ---------------------------------

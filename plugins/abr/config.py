@@ -1,0 +1,93 @@
+"""Parameters of the adaptive-bitrate-streaming (ABR) task and its sequence-policy components.
+
+Import-light (pydantic and pathlib only): the plugin module imports these while plugins load.
+Facts of the task: DESIGN section 6 and the data README section 1. Baselines keep their own
+parameters in :mod:`.baselines.config`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from mamba4net.core.paths import default_data_dir
+
+SPLITS = ("train", "valid", "test")
+# tokens per decision for each layout (see encoder.py)
+TOKENS_PER_DECISION = {"separate": 3, "fused": 1}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PoolParams(_Strict):
+    """The experience pool the sequence policies learn from (NetLLM: trajectories of baselines).
+
+    Every policy in ``policies`` plays every training trace ``passes`` times (seeded random start
+    points, delay noise as set), so the pool holds ``len(policies) * passes * n_train_traces``
+    episodes of 48 decisions. With ``epsilon > 0`` each of those policies also plays once more with
+    an epsilon-random twin, which widens the range of returns a return-conditioned model sees.
+    """
+
+    policies: list[Literal["bba", "robust_mpc", "rate_based"]] = Field(
+        default_factory=lambda: ["bba", "robust_mpc", "rate_based"]
+    )
+    passes: int = Field(2, ge=1)
+    noise: bool = True  # x U(0.9, 1.1) delay noise while collecting (off for evaluation)
+    epsilon: float = Field(0.0, ge=0, le=1)
+    seed: int = 1
+
+
+class ABRParams(_Strict):
+    """The ``task: {name: abr, ...}`` node."""
+
+    data_dir: str | None = None  # None: default_data_dir() (../shared/data or $MAMBA4NET_DATA)
+    valid_fraction: float = Field(0.15, gt=0, lt=1)  # FCC source traces held out of fcc-train
+    split_seed: int = 0
+    # decisions per training sample; 48 = whole episodes, so the streaming student sees at test
+    # time exactly the context it was trained on. The teacher re-encodes its last `window` decisions.
+    window: int = Field(48, ge=1, le=48)
+    token_layout: Literal["separate", "fused"] = "separate"
+    return_scale: float = Field(10.0, gt=0)  # return-to-go is fed divided by this
+    # return the policy is conditioned on at the first decision; None: the pool's best episode
+    target_return: float | None = None
+    pool: PoolParams = Field(default_factory=PoolParams)
+    pool_dir: str | None = None  # None: <cache>/abr/pools; a pool is reused across runs
+    valid_traces: int | None = Field(None, ge=1)  # cap (evenly spaced) to keep validation cheap
+    latency_decisions: int = Field(48, ge=0)  # decisions timed at batch 1 per model (0: skip)
+
+    @model_validator(mode="after")
+    def _check(self) -> "ABRParams":
+        self.abr_dir  # raises naming the folder when the data is missing
+        return self
+
+    @property
+    def abr_dir(self) -> Path:
+        root = Path(self.data_dir).expanduser() if self.data_dir else default_data_dir()
+        for cand in (root / "abr", root):
+            if (cand / "traces").is_dir() and (cand / "video").is_dir():
+                return cand
+        raise ValueError(
+            f"ABR data not found: expected traces/ and video/ in {root / 'abr'} or {root}; "
+            "set task.data_dir or $MAMBA4NET_DATA"
+        )
+
+    @property
+    def tokens_per_decision(self) -> int:
+        return TOKENS_PER_DECISION[self.token_layout]
+
+
+class StateEncoderParams(_Strict):
+    """``encoder: {name: abr_state, ...}``: Pensieve-style state features -> tokens."""
+
+    hidden: int = Field(128, ge=8)  # width of each feature's embedding before the projection
+    conv_channels: int = Field(64, ge=1)  # 1-D conv over the throughput/delay/size histories
+
+
+class PolicyHeadParams(_Strict):
+    """``head: {name: abr_policy, ...}``: hidden state at each decision -> logits over 6 bitrates."""
+
+    hidden: int = Field(128, ge=0)  # 0: a single linear layer

@@ -1,0 +1,61 @@
+"""The ABR report's figures: QoE CDF over test traces, and one trace's bitrate/buffer timeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_qoe_cdf(details: dict[str, dict], path: Path) -> bool:
+    """One step curve per model: fraction of traces whose mean QoE is <= x."""
+    series = {k: v["per_trace_qoe"] for k, v in details.items() if v.get("per_trace_qoe")}
+    if not series:
+        return False
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name, values in sorted(series.items(), key=lambda kv: -np.mean(kv[1])):
+        x = np.sort(values)
+        ax.step(x, np.arange(1, len(x) + 1) / len(x), where="post", label=f"{name} ({np.mean(x):.3f})")
+    ax.set_xlabel("mean QoE per trace")
+    ax.set_ylabel("fraction of traces")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def plot_timeline(details: dict[str, dict], path: Path) -> bool:
+    """Bitrate and buffer per chunk on the same trace, one line per model."""
+    series = {k: v["timeline"] for k, v in details.items() if v.get("timeline")}
+    if not series:
+        return False
+    plt = _pyplot()
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.0, 5.0), sharex=True)
+    for name, tl in sorted(series.items()):
+        chunks = np.arange(len(tl["bitrate_mbps"]))
+        top.step(chunks, tl["bitrate_mbps"], where="post", label=name)
+        bottom.plot(chunks, tl["buffer_s"], label=name)
+    trace = next(iter(series.values()))["trace"]
+    top.set_title(f"trace {trace}", fontsize=9)
+    top.set_ylabel("bitrate (Mbps)")
+    bottom.set_ylabel("buffer (s)")
+    bottom.set_xlabel("chunk")
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+    top.legend(fontsize=7, ncol=3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True

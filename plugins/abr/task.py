@@ -1,0 +1,252 @@
+"""The ABR task: traces and simulator, the experience pool, the RL loss and QoE evaluation.
+
+Teacher and student are return-conditioned sequence policies (NetLLM): they learn from an
+experience pool of baseline trajectories (``data``), with cross-entropy on the behaviour policy's
+actions as the RL loss (paper eq. 6; the ``kd`` loss adds beta * KL(pi_teacher || pi_student),
+eq. 7-8), and they are scored by playing the simulator (``evaluate``).
+
+Splits: train = fcc-train minus held-out FCC sources, valid = those held-out sources (for model
+selection), test = fcc-test with NetLLM's fixed start pointers (never used for selection).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import statistics
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mamba4net.core.paths import cache_dir
+
+from .config import SPLITS, ABRParams
+from .data import PoolWindows
+
+log = logging.getLogger("mamba4net")
+
+POOL_FORMAT = 1
+# evaluation pools (for a real batch of valid/test windows, e.g. to benchmark a model): small, exact
+EVAL_POOL = {"policies": ["bba", "robust_mpc"], "passes": 1, "noise": False, "epsilon": 0.0, "seed": 0}
+
+
+def _rule_policy(name: str):
+    from .baselines import BBA, RateBased, RobustMPC
+
+    return {"bba": BBA, "robust_mpc": RobustMPC, "rate_based": RateBased}[name]()
+
+
+class ABRTask:
+    name = "abr"
+    metric = "qoe"
+    higher_is_better = True
+    default_encoder = "abr_state"
+    default_head = "abr_policy"
+    default_baselines = ["bba", "robust_mpc", "rate_based", "pensieve"]
+
+    def __init__(self, params: ABRParams | None = None):
+        self.params = params if params is not None else ABRParams()
+        self._splits: dict[str, tuple[list, list[int] | None]] = {}
+        self._pools: dict[str, Any] = {}
+        self._data: dict[str, PoolWindows] = {}
+        self._video = None
+
+    # --- simulator ---------------------------------------------------------------------------
+    @property
+    def video_sizes(self) -> np.ndarray:
+        if self._video is None:
+            from .video import load_video_sizes
+
+            self._video = load_video_sizes(self.params.abr_dir)
+        return self._video
+
+    def traces(self, split: str) -> tuple[list, list[int] | None]:
+        """(traces, fixed start pointers or None) of ``split``."""
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; splits: {', '.join(SPLITS)}")
+        if split not in self._splits:
+            from .splits import load_split
+
+            p = self.params
+            self._splits[split] = load_split(p.abr_dir, split, valid_fraction=p.valid_fraction, seed=p.split_seed)
+        return self._splits[split]
+
+    def env(self, split: str, *, noise: bool = False, seed: int = 0, limit: int | None = None):
+        """An :class:`~.sim.AbrEnv` over every trace of ``split`` (or ``limit`` evenly spaced ones)."""
+        from .sim import AbrEnv
+
+        traces, ptrs = self.traces(split)
+        if limit is not None and limit < len(traces):
+            keep = np.linspace(0, len(traces) - 1, limit).round().astype(int)
+            traces = [traces[i] for i in keep]
+            ptrs = None if ptrs is None else [ptrs[i] for i in keep]
+        return AbrEnv(traces, self.video_sizes, start_ptrs=ptrs, noise=noise, seed=seed)
+
+    # --- experience pool and training data ---------------------------------------------------
+    def _pool_spec(self, split: str) -> dict[str, Any]:
+        spec = self.params.pool.model_dump() if split == "train" else dict(EVAL_POOL)
+        traces, _ = self.traces(split)
+        return {
+            "format": POOL_FORMAT, "split": split, **spec,
+            "valid_fraction": self.params.valid_fraction, "split_seed": self.params.split_seed,
+            "traces": sorted(t.name for t in traces),
+        }
+
+    def pool(self, split: str = "train"):
+        """The experience pool of ``split``: loaded from the pool folder when one with the same
+        spec exists there, else generated (and saved) — a pool is reused across runs."""
+        if split in self._pools:
+            return self._pools[split]
+        from .pool import ExperiencePool, generate_pool
+
+        spec = self._pool_spec(split)
+        digest = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+        folder = Path(self.params.pool_dir).expanduser() if self.params.pool_dir else cache_dir() / "abr" / "pools"
+        path = folder / f"{split}-{digest}.safetensors"
+        if path.exists():
+            pool = ExperiencePool.load(path)
+            log.info("abr: experience pool %s (%d episodes)", path, len(pool.actions))
+        else:
+            t0 = time.perf_counter()
+            policies = {name: _rule_policy(name) for name in spec["policies"]}
+            pool = generate_pool(
+                lambda seed: self.env(split, noise=spec["noise"], seed=seed), policies,
+                passes=spec["passes"], epsilon=spec["epsilon"], seed=spec["seed"],
+            )
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pool.save(path)
+            log.info("abr: generated %s (%d episodes, %.1f s)", path, len(pool.actions), time.perf_counter() - t0)
+        self._pools[split] = pool
+        return pool
+
+    def data(self, split: str) -> PoolWindows:
+        if split not in self._data:
+            pool = self.pool(split)
+            self._data[split] = PoolWindows(
+                np.asarray(pool.states), np.asarray(pool.actions), np.asarray(pool.rewards),
+                window=self.params.window, return_scale=self.params.return_scale,
+            )
+        return self._data[split]
+
+    @property
+    def target_return(self) -> float:
+        """The return asked of a sequence policy at its first decision (default: the training
+        pool's best episode return, as NetLLM does)."""
+        if self.params.target_return is not None:
+            return float(self.params.target_return)
+        return float(np.asarray(self.pool("train").rewards).sum(1).max())
+
+    def loss(self, out: Any, batch: dict[str, Tensor]) -> Tensor:
+        """The RL loss of return-conditioned sequence modelling: cross-entropy on the actions."""
+        logits = out.pred if hasattr(out, "pred") else out  # (B, T, 6)
+        actions = batch["actions"].to(logits.device)  # (B, T)
+        if logits.shape[:2] != actions.shape:
+            raise ValueError(f"ABR logits {tuple(logits.shape)} do not match actions {tuple(actions.shape)}")
+        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), actions.reshape(-1))
+
+    # --- evaluation --------------------------------------------------------------------------
+    def as_policy(self, predictor: Any, mode: str = "auto"):
+        """A baseline is already a policy; a model (encoder -> backbone -> head) is wrapped."""
+        if callable(getattr(predictor, "act", None)):
+            return predictor
+        from .policy import SequencePolicy
+
+        return SequencePolicy(predictor, window=self.params.window, return_scale=self.params.return_scale,
+                              target_return=self.target_return, mode=mode)
+
+    def evaluate(self, predictor: Any, split: str = "test") -> dict[str, Any]:
+        """Mean QoE (first chunk skipped) and its parts over the split's traces, with no delay
+        noise. On the test split also the per-decision latency at batch 1 (``decision_ms``), and
+        under ``details`` the per-trace QoE and one trace's timeline, for the report's figures."""
+        from .rollout import rollout, summarize
+
+        limit = self.params.valid_traces if split == "valid" else None
+        with torch.no_grad(), _eval_mode(predictor):
+            policy = self.as_policy(predictor)
+            episode = rollout(self.env(split, limit=limit), policy)
+            result: dict[str, Any] = dict(summarize(episode))
+            if split == "test" and self.params.latency_decisions > 0:
+                result["decision_ms"] = round(self._decision_ms(policy), 4)
+        if split == "test":
+            result["details"] = _details(episode)
+        return result
+
+    def _decision_ms(self, policy) -> float:
+        """Median wall time of one decision for a single stream on the first test trace."""
+        from .rollout import rollout
+
+        times: list[float] = []
+        timed = _Timed(policy, times)
+        env = self.env("test", limit=1)
+        rollout(env, timed)
+        return statistics.median(times[: self.params.latency_decisions]) * 1e3
+
+    def figures(self, details: dict[str, dict], out_dir: Path) -> list[dict[str, str]]:
+        """QoE CDF over traces per model, and one trace's bitrate/buffer timeline per model."""
+        from .plots import plot_qoe_cdf, plot_timeline
+
+        out = []
+        if plot_qoe_cdf(details, out_dir / "abr_qoe_cdf.png"):
+            out.append({"title": "QoE per test trace (CDF)", "file": "abr_qoe_cdf.png"})
+        if plot_timeline(details, out_dir / "abr_timeline.png"):
+            out.append({"title": "Bitrate and buffer on one test trace", "file": "abr_timeline.png"})
+        return out
+
+    def __repr__(self) -> str:
+        return f"ABRTask(window={self.params.window}, layout={self.params.token_layout})"
+
+
+class _Timed:
+    """Wraps a policy and records the wall time of every ``act``."""
+
+    def __init__(self, policy, times: list[float]):
+        self.policy, self.times = policy, times
+
+    def reset(self, n: int) -> None:
+        self.policy.reset(n)
+
+    def act(self, obs):
+        t0 = time.perf_counter()
+        actions = self.policy.act(obs)
+        self.times.append(time.perf_counter() - t0)
+        return actions
+
+    def observe(self, reward) -> None:
+        if callable(getattr(self.policy, "observe", None)):
+            self.policy.observe(reward)
+
+
+def _details(episode) -> dict[str, Any]:
+    """What the figures need, JSON-ready: per-trace QoE, and the timeline of one trace (the
+    middle one in file order, the same for every model)."""
+    per_trace = [float(x) for x in episode.per_trace_qoe]
+    i = len(per_trace) // 2
+    return {
+        "per_trace_qoe": per_trace,
+        "timeline": {
+            "trace": episode.trace_names[i] if hasattr(episode, "trace_names") else str(i),
+            "bitrate_mbps": [float(x) for x in episode.bitrate[i]],
+            "buffer_s": [float(x) for x in episode.buffer[i]],
+            "rebuffer_s": [float(x) for x in episode.rebuffer[i]],
+        },
+    }
+
+
+@contextmanager
+def _eval_mode(predictor: Any) -> Iterator[None]:
+    module = predictor if isinstance(predictor, torch.nn.Module) else None
+    was = module.training if module is not None else False
+    if module is not None:
+        module.eval()
+    try:
+        yield
+    finally:
+        if module is not None:
+            module.train(was)
