@@ -45,19 +45,34 @@ def fitted_baseline(ctx, name: str, params):
     return baseline, seconds
 
 
+def _scores(task, predictor, split: str, details: dict, name: str) -> dict[str, float]:
+    """``task.evaluate``; a ``details`` entry (per-sample data for figures) is set aside."""
+    scores = dict(task.evaluate(predictor, split))
+    extra = scores.pop("details", None)
+    if extra is not None:
+        details[name] = extra
+    return scores
+
+
 def evaluate_all(ctx) -> dict:
     task, split = ctx.task, ctx.cfg.evaluate.split
     models: dict[str, dict[str, float]] = {}
+    details: dict[str, dict] = {}
     for name, params in baseline_nodes(ctx):
         baseline, seconds = fitted_baseline(ctx, name, params)
-        models[name] = {**task.evaluate(baseline, split), "fit_seconds": round(seconds, 2)}
+        models[name] = {**_scores(task, baseline, split, details, name), "fit_seconds": round(seconds, 2)}
         log.info("evaluate %s on %s: %s = %.4f", name, split, task.metric, models[name][task.metric])
     for role, stage in ROLE_STAGE.items():
         if ctx.checkpoints(stage).done() is None:
             log.warning("evaluate: %s skipped, stage %s has not run", role, stage)
             continue
-        models[role] = task.evaluate(ctx.model(role), split)
+        models[role] = _scores(task, ctx.model(role), split, details, role)
         log.info("evaluate %s on %s: %s = %.4f", role, split, task.metric, models[role][task.metric])
+    if details:
+        write_json(ctx.out.root / "evaluation_details.json", details)
+        figures = getattr(task, "figures", None)
+        if callable(figures):
+            ctx.results["figures"] = figures(details, ctx.out.root)
     results = {
         "task": task.name,
         "split": split,

@@ -82,7 +82,12 @@ class Task(Protocol):
 
     def evaluate(self, predictor: Any, split: str) -> dict[str, float]:
         """Score a predictor on a split. ``predictor`` is either a :class:`NetModel`-like callable
-        ``batch -> ModelOutput`` or a fitted baseline of this task. Must contain ``self.metric``."""
+        ``batch -> ModelOutput`` or a fitted baseline of this task. Must contain ``self.metric``.
+
+        Optional: a ``"details"`` entry (any JSON-ready value, e.g. per-sample scores) is kept out
+        of the scores, saved to ``evaluation_details.json`` and handed, for every model at once,
+        to the task's optional ``figures(details: dict[name, value], out_dir) -> [{"title",
+        "file"}]``, whose PNGs the report shows."""
 
 
 def count_parameters(module: torch.nn.Module, trainable_only: bool = False) -> int:
