@@ -8,6 +8,9 @@ Ops and their call signatures (every implementation of an op has the same one):
 * ``ssd_scan(x, dt, A, B, C, chunk_size, D=None, initial_states=None, return_final_states=False)``
   -> ``y`` or ``(y, final_states)``; see :mod:`.ssd`.
 * ``ssd_step(state, x, dt, A, B, C, D=None) -> (y, new_state)``.
+* ``causal_conv1d(x, weight, bias) -> out``: depthwise causal conv, x/out (b, l, c), weight (c, k).
+
+The whole list of ops (with ``kd_loss``) and their implementations is in :mod:`mamba4net.core.kernels`.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ log = logging.getLogger("mamba4net")
 
 SSD_SCAN = "ssd_scan"
 SSD_STEP = "ssd_step"
+CAUSAL_CONV1D = "causal_conv1d"
 
 
 def ssd_scan_torch_chunked() -> Callable[..., Any]:
@@ -42,14 +46,22 @@ def ssd_step_torch() -> Callable[..., Any]:
     return ssd_step
 
 
+def causal_conv1d_torch() -> Callable[..., Any]:
+    """Depthwise causal conv as k shifted fused multiply-adds (time-major, no transposes)."""
+    from .mixer import causal_depthwise_conv
+
+    return causal_depthwise_conv
+
+
 # (registered name, op, factory, priority): plugin.py registers exactly these.
 KERNELS: list[tuple[str, str, Callable[[], Callable[..., Any]], int]] = [
     ("ssd_scan_torch_chunked", SSD_SCAN, ssd_scan_torch_chunked, 10),
     ("ssd_scan_torch_ref", SSD_SCAN, ssd_scan_torch_ref, 0),
     ("ssd_step_torch", SSD_STEP, ssd_step_torch, 0),
+    ("causal_conv1d_torch", CAUSAL_CONV1D, causal_conv1d_torch, 0),
 ]
 
-_FALLBACK = {SSD_SCAN: ssd_scan_torch_chunked, SSD_STEP: ssd_step_torch}
+_FALLBACK = {SSD_SCAN: ssd_scan_torch_chunked, SSD_STEP: ssd_step_torch, CAUSAL_CONV1D: causal_conv1d_torch}
 _warned = False
 
 

@@ -9,8 +9,8 @@
     out_proj  d_inner -> d_model
 
 Two modes that agree numerically: ``forward`` (parallel, chunked scan) and ``step`` (one token,
-constant-size state). The scan and step ops come from the kernel registry (``ssd_scan``,
-``ssd_step``) unless given explicitly.
+constant-size state). The scan, step and conv ops come from the kernel registry (``ssd_scan``,
+``ssd_step``, ``causal_conv1d``) unless given explicitly.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .kernels import SSD_SCAN, SSD_STEP, get_kernel
+from .kernels import CAUSAL_CONV1D, SSD_SCAN, SSD_STEP, get_kernel
 from .norms import RMSNormGated
 
 
@@ -150,7 +150,8 @@ class Mamba2Mixer(nn.Module):
         z, xBC_raw, dt_raw = self._split_in_proj(zxbcdt)  # (b,l,d_inner) (b,l,conv_dim) (b,l,h)
 
         conv_w = self.conv1d.weight.squeeze(1)  # (conv_dim, d_conv)
-        xBC = F.silu(causal_depthwise_conv(xBC_raw, conv_w, self.conv1d.bias))  # (b, l, conv_dim)
+        conv = self._kernel(CAUSAL_CONV1D, u.device)  # causal_depthwise_conv on CPU
+        xBC = F.silu(conv(xBC_raw, conv_w, self.conv1d.bias))  # (b, l, conv_dim)
         x, B, C = self._split_xbc(xBC)  # (b, l, d_inner) (b, l, g*n) (b, l, g*n)
 
         A = -torch.exp(self.A_log.float())  # (h,)

@@ -30,6 +30,18 @@ def build_hidden_align(params, *, task, d_student, d_teacher):
     return HiddenAlign(d_student, d_teacher or d_student, params.metric, params.tokens)
 
 
+def kd_loss_torch():
+    """The ``kd_loss`` op in PyTorch (the reference every other implementation is tested against)."""
+    from mamba4net.plugins.losses.terms import kd_loss_ref
+
+    return kd_loss_ref
+
+
+@hookimpl
+def mamba4net_register_kernels(register):
+    register("kd_loss_torch", kd_loss_torch, op="kd_loss", priority=0)
+
+
 @hookimpl
 def mamba4net_register_losses(register):
     register("task", build_task_loss, params=TaskLossParams)

@@ -20,7 +20,17 @@ class TaskLoss:
 
 
 def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
-    """T^2 * KL(softmax(t/T) || softmax(s/T)), averaged over all leading dimensions."""
+    """T^2 * KL(softmax(t/T) || softmax(s/T)), averaged over all leading dimensions.
+
+    Computed by the kernel registry's ``kd_loss`` op for the logits' device: the fused Triton kernel
+    on GPUs, :func:`kd_loss_ref` otherwise (``runtime.kernels: {kd_loss: ...}`` overrides)."""
+    from mamba4net.core.kernels import resolve_kernel
+
+    return resolve_kernel("kd_loss", student_logits.device.type)(student_logits, teacher_logits, temperature)
+
+
+def kd_loss_ref(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+    """The readable PyTorch ``kd_loss``: two log-softmaxes and the KL sum (the reference twin)."""
     t = temperature
     s_logp = F.log_softmax(student_logits / t, dim=-1)  # (..., C)
     t_logp = F.log_softmax(teacher_logits / t, dim=-1)  # (..., C)

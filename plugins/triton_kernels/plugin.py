@@ -1,1 +1,18 @@
-"""Entry point of the triton_kernels plugin: registers nothing yet."""
+"""Entry point of the ``triton_kernels`` plugin: GPU kernels for the kernel registry.
+
+Registers the project's Triton kernels (SSD scan forward/backward, SSD step, fused KD loss) and
+adapters to mamba-ssm's and causal-conv1d's kernels; see :mod:`.registry` for priorities and when
+each is available. Import-light: neither triton nor mamba_ssm is imported here.
+"""
+
+from __future__ import annotations
+
+from mamba4net.core.hookspecs import hookimpl
+
+from .registry import KERNELS
+
+
+@hookimpl
+def mamba4net_register_kernels(register):
+    for name, op, factory, priority, available in KERNELS:
+        register(name, factory, op=op, priority=priority, available=available)
