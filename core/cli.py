@@ -1,4 +1,4 @@
-"""The ``mamba4net`` command: run, validate, evaluate, plugins.
+"""The ``mamba4net`` command: run, validate, evaluate, bench, report, plugins.
 
 Problems with the user's input (config, plugin names, data) end in one line on stderr and exit code 2;
 ``--debug`` shows the traceback instead.
@@ -61,6 +61,34 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.replace(",", " ").split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+
+
+def cmd_bench(args) -> int:
+    from mamba4net.core.bench.run import bench_target
+    from mamba4net.core.bench.tables import size_table, throughput_table
+
+    plan_args = {"full": args.full, "seq_lens": args.seq_lens, "batch_sizes": args.batch_sizes,
+                 "history_lens": args.history_lens, "repeats": args.repeats, "budget_s": args.budget,
+                 "memory": False if args.no_memory else None, "roles": args.roles}
+    out, bench = bench_target(args.target, args.set, args.out, plan_args, progress=not args.no_progress)
+    print(size_table(bench))
+    print(throughput_table(bench))
+    print(f"bench written to: {out} (bench.json, bench.md, plots)")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from mamba4net.core.report import render_report
+
+    print(f"report written to: {render_report(args.run_dir)}")
+    return 0
+
+
 def cmd_plugins(args) -> int:
     from mamba4net.registry import KINDS, default_registry
 
@@ -113,6 +141,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     with_set(p)
     p.set_defaults(fn=cmd_evaluate)
+
+    p = sub.add_parser("bench", help="efficiency of teacher vs student: size, throughput, latency, memory")
+    p.add_argument("target", help="a config YAML (models built fresh) or a run directory (its finished weights)")
+    with_set(p)
+    p.add_argument("--out", help="output folder (default: the run directory, or runs/bench-<name>-<timestamp>)")
+    p.add_argument("--seq-lens", type=_int_list, help="sequence lengths, e.g. 256,1024,4096")
+    p.add_argument("--batch-sizes", type=_int_list, help="batch sizes, e.g. 1,4,16")
+    p.add_argument("--history-lens", type=_int_list, help="streaming history lengths, e.g. 16,256,4096")
+    p.add_argument("--full", action="store_true", help="the long sweep: batch 1..64, L 256..8192, history 16..8192")
+    p.add_argument("--repeats", type=int, help="timed calls per point (median reported)")
+    p.add_argument("--budget", type=float, help="seconds per point; costlier points are skipped (and listed)")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    p.add_argument("--roles", type=lambda t: [r.strip() for r in t.split(",") if r.strip()],
+                   help="teacher,student (default: both)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(fn=cmd_bench)
+
+    p = sub.add_parser("report", help="re-render a run's report.md from results.json and bench.json")
+    p.add_argument("run_dir")
+    p.set_defaults(fn=cmd_report)
 
     p = sub.add_parser("plugins", help="list plugins and every registered component by kind")
     p.add_argument("--json", action="store_true")

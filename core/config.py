@@ -76,8 +76,25 @@ class EvaluateParams(_Strict):
 
 
 class BenchmarkParams(_Strict):
-    batch_size: int = Field(1, gt=0)
-    repeats: int = Field(5, gt=0)
+    """The efficiency benchmark (the ``benchmark`` stage and ``mamba4net bench``). Cheap defaults:
+    ``mamba4net bench --full`` sweeps batch 1..64, length 256..8192, history 16..8192."""
+
+    batch_size: int = Field(1, gt=0)  # real task batch for the whole-model timing
+    repeats: int = Field(5, gt=0)  # timed calls per point (median reported)
+    warmup: int = Field(1, ge=0)  # untimed calls per point
+    sweep: bool = True  # backbone sweeps on synthetic inputs_embeds (throughput, latency, memory)
+    seq_lens: list[int] = Field(default_factory=lambda: [256, 1024], min_length=1)
+    batch_sizes: list[int] = Field(default_factory=lambda: [1], min_length=1)
+    history_lens: list[int] = Field(default_factory=lambda: [16, 64, 256, 1024], min_length=1)
+    point_budget_s: float = Field(30.0, gt=0)  # a point that would take longer is skipped (and said so)
+    memory: bool = True  # peak memory per throughput point
+
+    @field_validator("seq_lens", "batch_sizes", "history_lens")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if any(x <= 0 for x in v):
+            raise ValueError(f"expected positive integers, got {v}")
+        return v
 
 
 class RuntimeParams(_Strict):
@@ -85,6 +102,29 @@ class RuntimeParams(_Strict):
     threads: int | None = Field(None, gt=0)  # torch intra-op threads; None = torch's default
     kernels: dict[str, str] = Field(default_factory=dict)  # {op: implementation name}
     progress: bool = True
+    # training engine: plain PyTorch, or DeepSpeed (ZeRO 0-3; several processes with --nproc)
+    engine: Literal["torch", "deepspeed"] = "torch"
+    zero_stage: int = Field(2, ge=0, le=3)  # deepspeed only
+    offload: Literal["none", "cpu"] = "none"  # deepspeed: optimizer state (ZeRO 3: also params) on CPU
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # deepspeed mixed precision
+    shard_teacher: bool = False  # deepspeed: the frozen teacher as a ZeRO-3 inference engine
+    deepspeed_config: str | None = None  # a DeepSpeed JSON merged over the generated config
+
+    @model_validator(mode="after")
+    def _deepspeed_only(self) -> "RuntimeParams":
+        if self.engine == "torch":
+            set_ = [k for k, default in (("zero_stage", 2), ("offload", "none"), ("precision", "fp32"),
+                                         ("shard_teacher", False), ("deepspeed_config", None))
+                    if getattr(self, k) != default]
+            if set_:
+                raise ValueError(f"{', '.join(set_)} only apply to engine: deepspeed (engine is torch)")
+        if self.offload != "none" and self.zero_stage == 0:
+            raise ValueError("offload needs zero_stage 1, 2 or 3")
+        if self.deepspeed_config is not None:
+            from mamba4net.core.ds_engine import read_user_config
+
+            read_user_config(self.deepspeed_config)  # exists, is a JSON object, sets nothing we own
+        return self
 
 
 # the losses a training stage uses when its section names none

@@ -31,22 +31,60 @@ def results_table(results: dict) -> str:
 
 
 def efficiency_table(eff: dict) -> str:
+    """The ``efficiency`` section of results.json: size and whole-model speed on a task batch."""
     if "teacher" not in eff or "student" not in eff:
         return "_not measured_\n"
     t, s, r = eff["teacher"], eff["student"], eff.get("ratios", {})
     rows = [
         ("parameters", f"{t['params']:,}", f"{s['params']:,}", r.get("params_student_over_teacher")),
-        ("size (fp32 tensors)", _mib(t["disk_bytes"]), _mib(s["disk_bytes"]), r.get("size_student_over_teacher")),
-        ("forward ms / batch", t["forward_ms"], s["forward_ms"], None),
-        ("tokens / s", t["tokens_per_s"], s["tokens_per_s"], r.get("throughput_student_over_teacher")),
+        ("deployed size (safetensors)", _mib(t["disk_bytes"]), _mib(s["disk_bytes"]), r.get("size_student_over_teacher")),
     ]
+    if "deploy_bytes_without_unused" in t:
+        rows.append(("deployed size without unused parameters", _mib(t["deploy_bytes_without_unused"]),
+                     _mib(s["deploy_bytes_without_unused"]), r.get("size_student_over_teacher_without_unused")))
+    if "forward_ms" in t and "forward_ms" in s:
+        rows += [("forward ms / task batch", t["forward_ms"], s["forward_ms"], None),
+                 ("tokens / s on the task batch", t["tokens_per_s"], s["tokens_per_s"],
+                  r.get("throughput_student_over_teacher"))]
     lines = ["| | teacher | student | student / teacher |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {_fmt(d) if d is not None else ''} |" for a, b, c, d in rows]
     setup = eff.get("setup", {})
-    extra = f"\nLoRA + encoder + head of the teacher: {_mib(t.get('adapter_bytes', 0))}. "
-    extra += f"Batch {t['batch_size']} x {t['tokens_per_sample']} tokens, device {setup.get('device')}, "
-    extra += f"{setup.get('torch_threads')} torch threads, median of {setup.get('repeats')}.\n"
+    extra = ""
+    if t.get("lora_bytes") is not None:
+        extra += f"\nTeacher LoRA adapters alone: {_mib(t['lora_bytes'])}. "
+    if t.get("adapter_bytes") is not None:
+        extra += f"LoRA + encoder + head of the teacher: {_mib(t['adapter_bytes'])}. "
+    if "batch_size" in t:
+        extra += f"Task batch {t['batch_size']} x {t['tokens_per_sample']} tokens. "
+    extra += f"Device {setup.get('device')}, {setup.get('torch_threads')} torch threads, median of {setup.get('repeats')}.\n"
     return "\n".join(lines) + "\n" + extra
+
+
+def comparison_table(results: dict) -> str:
+    """Like the paper's Fig. 3/4: task metric per model; for the student, size and throughput
+    relative to the teacher (throughput of the backbones at each swept length, smallest batch)."""
+    metric, models = results["metric"], results.get("models", {})
+    r = results.get("efficiency", {}).get("ratios", {})
+    by_len = r.get("throughput_student_over_teacher_by_seq_len", {})
+    lens = sorted(by_len, key=int)
+    head = [metric, "size / teacher"] + [f"throughput / teacher, L={n}" for n in lens]
+    lines = ["| model | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+    order = sorted(models, key=lambda m: models[m].get(metric, float("nan")), reverse=results["higher_is_better"])
+    for name in order:
+        cells = [_fmt(models[name].get(metric, ""))]
+        if name == "teacher":
+            cells += ["1"] + ["1x"] * len(lens)
+        elif name == "student":
+            size = r.get("size_student_over_teacher")
+            cells += [f"{size:.4f}" if size is not None else ""] + [f"{by_len[n]:.3g}x" for n in lens]
+        else:
+            cells += [""] * (1 + len(lens))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    note = ""
+    if lens:
+        note = (f"\nThroughput: input tokens per second of the backbones, batch {r.get('throughput_batch_size')}; "
+                "size: deployed safetensors bytes (the teacher including its LLM weights).\n")
+    return "\n".join(lines) + "\n" + note
 
 
 def _smooth(values: list[float], window: int) -> list[float]:
@@ -124,14 +162,74 @@ def plot_models(results: dict, path: Path) -> bool:
     return True
 
 
+def _bench_section(folder: Path) -> list[str]:
+    """Tables and plots of ``bench.json`` in ``folder`` (plots re-rendered from the JSON)."""
+    from mamba4net.core.bench.plots import plot_all
+    from mamba4net.core.bench.tables import latency_table, setup_line, size_table, skipped_list, throughput_table
+
+    bench = read_json(folder / "bench.json")
+    if bench is None:
+        return []
+    plots = plot_all(bench, folder)
+    parts = ["\n## Efficiency sweeps (bench.json)\n", setup_line(bench), "\n### Size\n", size_table(bench),
+             "\n### Backbone throughput\n", throughput_table(bench),
+             "\n### Streaming latency per decision\n", latency_table(bench)]
+    skipped = skipped_list(bench)
+    if skipped:
+        parts += ["\nSkipped points:\n", skipped]
+    parts += [f"\n![{p.name}]({p.name})\n" for p in plots]
+    return parts
+
+
+def read_json(path: Path) -> dict | None:
+    """A JSON file of a run, ``None`` when absent; one-line error when unreadable."""
+    import json
+
+    from mamba4net.core.errors import DataError
+
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
 def write_report(out: RunDir, results: dict, metrics: list[dict], title: str) -> Path:
     parts = [f"# {title}\n", f"Task `{results['task']}`, split `{results['split']}`, metric "
              f"`{results['metric']}` ({'higher' if results['higher_is_better'] else 'lower'} is better).\n",
              "## Task quality\n", results_table(results)]
     if plot_models(results, out.root / "models.png"):
         parts.append("\n![models](models.png)\n")
+    if "teacher" in results.get("models", {}) and "student" in results.get("models", {}):
+        parts += ["\n## Teacher vs student (as in the paper's Fig. 3 and 4)\n", comparison_table(results)]
     parts += ["\n## Efficiency\n", efficiency_table(results.get("efficiency", {}))]
+    parts += _bench_section(out.root)
     if metrics and plot_training(metrics, out.root / "training.png"):
         parts += ["\n## Training\n", "![training curves](training.png)\n"]
     atomic_write_text(out.report_path, "\n".join(parts))
     return out.report_path
+
+
+REQUIRED_RESULTS_KEYS = ("task", "split", "metric", "higher_is_better", "models")
+
+
+def render_report(run_root: str | Path) -> Path:
+    """``mamba4net report RUN_DIR``: re-render report.md (and its plots) from the run's
+    results.json, bench.json (if any) and metrics.jsonl."""
+    from mamba4net.core.errors import DataError, Mamba4netError
+
+    run = RunDir(run_root)
+    if not run.root.is_dir():
+        raise Mamba4netError(f"{run.root}: no such run directory")
+    results = read_json(run.results_path)
+    if results is None:
+        raise Mamba4netError(f"{run.root}: no results.json (the run has not finished its evaluate stage)")
+    missing = [k for k in REQUIRED_RESULTS_KEYS if k not in results]
+    if missing:
+        raise DataError(f"{run.results_path}: missing keys {', '.join(missing)}")
+    title = f"Run {run.root.name}"
+    return write_report(run, results, run.read_metrics(), title)

@@ -104,6 +104,34 @@ class HFTeacherBackbone(nn.Module):
         return self.base_model(inputs_embeds=x, attention_mask=attention_mask, use_cache=False, **kwargs)
 
     # ---------------------------------------------------------------------------------------
+    # Streaming with a KV cache (efficiency benchmarks: one decision per new token)
+    # ---------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def prefill_cache(self, inputs_embeds: Tensor) -> tuple[Tensor, Any]:
+        """Encode a history ``(B, L, D)`` and keep its keys/values: ``-> (hidden (B, L, D), cache)``.
+        The cache is a transformers ``DynamicCache`` that :meth:`step_cached` extends."""
+        x = inputs_embeds.to(self.dtype)  # (B, L, D)
+        out = self.base_model(inputs_embeds=x, use_cache=True)
+        return out.last_hidden_state.to(inputs_embeds.dtype), out.past_key_values
+
+    @torch.no_grad()
+    def step_cached(self, x: Tensor, cache: Any) -> tuple[Tensor, Any]:
+        """One new token per stream ``x (B, D) -> (y (B, D), cache)``. The cache grows by one
+        position (in place): memory and attention cost per decision grow with the history, unlike
+        a recurrent student's ``step``. ``cache=None`` starts an empty history."""
+        out = self.base_model(inputs_embeds=x[:, None].to(self.dtype), past_key_values=cache, use_cache=True)
+        return out.last_hidden_state[:, 0].to(x.dtype), out.past_key_values  # (B, D)
+
+    def unused_parameter_names(self) -> list[str]:
+        """Names (as in ``named_parameters()``) of parameters ``forward`` never reads: the token
+        embedding table, since the task's encoders supply ``inputs_embeds``. Deployment size can
+        be reported with and without them."""
+        embed = self.base_model.get_input_embeddings()
+        unused = {id(p) for p in embed.parameters()} if embed is not None else set()
+        return [n for n, p in self.named_parameters() if id(p) in unused]
+
+    # ---------------------------------------------------------------------------------------
     # Structure
     # ---------------------------------------------------------------------------------------
 

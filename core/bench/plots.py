@@ -1,0 +1,123 @@
+"""PNG plots of a bench.json: throughput vs length (log-log), latency vs history, memory vs length."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mamba4net.core.bench.sweep import STUDENT_STEP, TEACHER_KV, TEACHER_REENCODE
+
+COLORS = {"teacher": "tab:red", "student": "tab:green"}
+SERIES_STYLE = {STUDENT_STEP: ("tab:green", "student: recurrent step"),
+                TEACHER_KV: ("tab:orange", "teacher: step with KV cache"),
+                TEACHER_REENCODE: ("tab:red", "teacher: re-encode the window")}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _ok(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if r["status"] == "ok"]
+
+
+def _by_role_batch(rows: list[dict], key: str) -> dict[tuple[str, int], list[tuple[int, float]]]:
+    out: dict[tuple[str, int], list[tuple[int, float]]] = {}
+    for r in _ok(rows):
+        if r.get(key) is not None:
+            out.setdefault((r["role"], r["batch_size"]), []).append((r["seq_len"], r[key]))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def _lines(ax, series: dict, scale: float = 1.0) -> None:
+    batches = sorted({b for _, b in series})
+    styles = ["-", "--", ":", "-."]
+    for (role, b), pts in sorted(series.items()):
+        xs, ys = zip(*pts)
+        ax.plot(xs, [y * scale for y in ys], styles[batches.index(b) % 4], marker="o", color=COLORS.get(role),
+                label=f"{role}, batch {b}")
+
+
+def plot_throughput(bench: dict, path: Path) -> bool:
+    series = _by_role_batch(bench.get("throughput", []), "tokens_per_s")
+    if not series:
+        return False
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    _lines(axes[0], series)
+    axes[0].set_title("throughput (input tokens / s)")
+    axes[0].set_ylabel("tokens / s")
+    _lines(axes[1], _by_role_batch(bench.get("throughput", []), "median_ms"))
+    axes[1].set_title("time per forward pass: slope 1 = linear, 2 = quadratic")
+    axes[1].set_ylabel("ms")
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("sequence length L")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def plot_latency(bench: dict, path: Path) -> bool:
+    rows = _ok(bench.get("latency", []))
+    if not rows:
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for name, (color, label) in SERIES_STYLE.items():
+        pts = sorted((r["history"], r["median_ms"]) for r in rows if r["series"] == name)
+        if pts:
+            ax.plot(*zip(*pts), marker="o", color=color, label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("history length (tokens)")
+    ax.set_ylabel("ms per decision (median)")
+    ax.set_title("streaming latency per decision, batch 1")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def plot_memory(bench: dict, path: Path) -> bool:
+    series = _by_role_batch(bench.get("throughput", []), "peak_bytes")
+    series = {k: [(x, y) for x, y in v if y > 0] for k, v in series.items()}
+    series = {k: v for k, v in series.items() if v}
+    if not series:
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    _lines(ax, series, scale=1 / 2**20)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("sequence length L")
+    ax.set_ylabel("peak memory of one forward (MiB)")
+    ax.set_title(f"peak memory ({bench['setup']['device']}, increase over the baseline)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+PLOTS = {"bench_throughput.png": plot_throughput, "bench_latency.png": plot_latency, "bench_memory.png": plot_memory}
+
+
+def plot_all(bench: dict, folder: Path) -> list[Path]:
+    """Every plot that has data, written into ``folder``; returns the paths written."""
+    written = []
+    for name, fn in PLOTS.items():
+        if fn(bench, folder / name):
+            written.append(folder / name)
+    return written

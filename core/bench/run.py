@@ -1,0 +1,283 @@
+"""Measure teacher and student side by side and write ``bench.json``, ``bench.md`` and the plots.
+
+Two entry points: :func:`measure_all` (given a :class:`~mamba4net.core.context.RunContext`; the
+pipeline's ``benchmark`` stage uses it) and :func:`bench_target` (``mamba4net bench``: a config
+file, or a run directory whose finished weights are loaded).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from mamba4net.core.bench.measure import memory_measurer, time_call
+from mamba4net.core.bench.plan import BenchPlan
+from mamba4net.core.bench.size import size_facts
+from mamba4net.core.bench.sweep import STUDENT_STEP, TEACHER_KV, TEACHER_REENCODE, latency_sweep, throughput_sweep
+from mamba4net.core.progress import progress_bar
+from mamba4net.core.runs import atomic_write_text, write_json
+
+log = logging.getLogger("mamba4net")
+
+BENCH_JSON, BENCH_MD = "bench.json", "bench.md"
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _load() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def setup_facts(device: torch.device, memory_method: str) -> dict:
+    facts = {
+        "device": str(device),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "memory_method": memory_method,
+        "load_average_start": _load(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if device.type == "cuda":
+        facts["gpu"] = torch.cuda.get_device_name(device)
+    return facts
+
+
+@torch.no_grad()
+def _task_batch(model, batch: dict, plan: BenchPlan, device: torch.device) -> dict:
+    """The whole model (encoder -> backbone -> head) on a real batch of the task."""
+    model.eval()
+    tokens = model.encoder(batch)  # (B, L, D)
+    timing, _ = time_call(lambda: model(batch), warmup=plan.warmup, repeats=plan.repeats,
+                          budget_s=plan.budget_s, device=device)
+    n_tokens = tokens.shape[0] * tokens.shape[1]
+    return {"forward_ms": round(timing.median_ms, 4), "tokens_per_s": round(n_tokens / (timing.median_ms / 1e3), 2),
+            "batch_size": int(tokens.shape[0]), "tokens_per_sample": int(tokens.shape[1]), **timing.as_dict()}
+
+
+def measure_all(ctx, plan: BenchPlan, *, sweep: bool = True, scratch: Path | None = None,
+                source: dict | None = None) -> dict:
+    """Everything bench.json holds, for the roles of ``plan`` of the run context ``ctx``.
+
+    ``scratch``: folder for the temporary files whose size is measured."""
+    device = ctx.device
+    memory, memory_method = memory_measurer(device)
+    models = {role: ctx.model(role).eval() for role in plan.roles}
+    bench: dict = {"version": 1, "source": source or {}, "setup": setup_facts(device, memory_method),
+                   "plan": plan.as_dict(), "models": {}, "task_batch": {}, "throughput": [], "latency": []}
+    for role, model in models.items():
+        facts = size_facts(model, scratch)
+        facts.update(backbone=type(model.backbone).__name__, d_model=int(model.backbone.d_model))
+        describe = getattr(model.backbone, "describe", None)
+        if callable(describe):
+            facts["describe"] = describe()
+        bench["models"][role] = facts
+    # speed is measured as deployed: LoRA folded into the teacher's weights (outputs unchanged)
+    teacher = models.get("teacher")
+    if teacher is not None and callable(getattr(teacher.backbone, "merge_lora", None)):
+        teacher.backbone.merge_lora()
+        bench["setup"]["teacher_lora_merged"] = True
+
+    split = ctx.cfg.evaluate.split
+    data = ctx.task.data(split)
+    from mamba4net.core.trainer import move
+
+    batch = move(data.batch(torch.arange(min(plan.task_batch_size, len(data)))), device)
+    for role, model in models.items():
+        bench["task_batch"][role] = {"split": split, **_task_batch(model, batch, plan, device)}
+        log.info("bench %s on a %s batch: %.2f ms per forward", role, split, bench["task_batch"][role]["forward_ms"])
+
+    if sweep:
+        backbones = {role: m.backbone for role, m in models.items()}
+        with progress_bar(plan.n_points, "bench", enabled=ctx.progress) as bar:
+            bench["throughput"] = throughput_sweep(backbones, plan, device, memory, bar)
+            bench["latency"] = latency_sweep(backbones.get("teacher"), backbones.get("student"), plan, device, bar)
+        for row in bench["throughput"] + bench["latency"]:
+            what = row.get("role") or row.get("series")
+            where = f"B={row['batch_size']} L={row['seq_len']}" if "seq_len" in row else f"history {row['history']}"
+            log.info("bench %s %s: %s", what, where,
+                     f"{row['median_ms']:.2f} ms" if row["status"] == "ok" else "skipped: " + row["reason"])
+    bench["setup"]["load_average_end"] = _load()
+    bench["ratios"] = compute_ratios(bench)
+    return bench
+
+
+def _ratio(a, b) -> float | None:
+    return round(a / b, 5) if a is not None and b not in (None, 0) else None
+
+
+def compute_ratios(bench: dict) -> dict:
+    """Student over teacher (size, throughput) and teacher over student (latency, memory)."""
+    m = bench["models"]
+    if "teacher" not in m or "student" not in m:
+        return {}
+    t, s = m["teacher"], m["student"]
+    tb = bench.get("task_batch", {})
+    out = {
+        "params_student_over_teacher": _ratio(s["params"], t["params"]),
+        "params_student_over_teacher_without_unused": _ratio(s["params_without_unused"], t["params_without_unused"]),
+        "size_student_over_teacher": _ratio(s["deploy_bytes"], t["deploy_bytes"]),
+        "size_student_over_teacher_without_unused": _ratio(s["deploy_bytes_without_unused"],
+                                                           t["deploy_bytes_without_unused"]),
+        "task_batch_throughput_student_over_teacher": _ratio(
+            tb.get("student", {}).get("tokens_per_s"), tb.get("teacher", {}).get("tokens_per_s")),
+        "throughput": [],
+        "latency": [],
+        "memory": [],
+    }
+    ok = {(r["role"], r["batch_size"], r["seq_len"]): r for r in bench.get("throughput", []) if r["status"] == "ok"}
+    for (role, b, length), st in sorted(ok.items(), key=lambda kv: (kv[0][1], kv[0][2])):
+        te = ok.get(("teacher", b, length))
+        if role != "student" or te is None:
+            continue
+        out["throughput"].append({"batch_size": b, "seq_len": length,
+                                  "student_over_teacher": _ratio(st["tokens_per_s"], te["tokens_per_s"])})
+        if st.get("peak_bytes") and te.get("peak_bytes") is not None:
+            out["memory"].append({"batch_size": b, "seq_len": length,
+                                  "teacher_over_student": _ratio(te["peak_bytes"], st["peak_bytes"])})
+    lat = {(r["series"], r["history"]): r for r in bench.get("latency", []) if r["status"] == "ok"}
+    for h in sorted({h for _, h in lat}):
+        st = lat.get((STUDENT_STEP, h))
+        if st is None:
+            continue
+        row = {"history": h}
+        for series, key in ((TEACHER_KV, "teacher_kv_over_student"), (TEACHER_REENCODE, "teacher_reencode_over_student")):
+            if (series, h) in lat:
+                row[key] = _ratio(lat[(series, h)]["median_ms"], st["median_ms"])
+        out["latency"].append(row)
+    return out
+
+
+def headline(bench: dict) -> dict:
+    """The ``efficiency`` section of results.json: per-role facts and the headline ratios."""
+    out: dict = {}
+    for role, facts in bench["models"].items():
+        keep = {k: v for k, v in facts.items() if k not in ("unused_parameter_names", "describe")}
+        keep["disk_bytes"] = facts["deploy_bytes"]
+        tb = bench.get("task_batch", {}).get(role, {})
+        keep.update({k: tb[k] for k in ("forward_ms", "tokens_per_s", "batch_size", "tokens_per_sample") if k in tb})
+        out[role] = keep
+    r = bench.get("ratios", {})
+    if r:
+        smallest = min((x["batch_size"] for x in r["throughput"]), default=None)
+        out["ratios"] = {
+            **{k: v for k, v in r.items() if not isinstance(v, list)},
+            "throughput_student_over_teacher": r["task_batch_throughput_student_over_teacher"],
+            "throughput_student_over_teacher_by_seq_len": {
+                str(x["seq_len"]): x["student_over_teacher"] for x in r["throughput"] if x["batch_size"] == smallest},
+            "throughput_batch_size": smallest,
+            "latency_teacher_kv_over_student_by_history": {
+                str(x["history"]): x["teacher_kv_over_student"] for x in r["latency"] if "teacher_kv_over_student" in x},
+        }
+    out["setup"] = {k: bench["setup"].get(k) for k in ("device", "torch_threads", "cpu", "load_average_start")}
+    out["setup"]["repeats"] = bench["plan"]["repeats"]
+    out["bench_file"] = BENCH_JSON
+    return out
+
+
+def write_bench(folder: Path, bench: dict) -> list[Path]:
+    """bench.json, bench.md and the PNG plots into ``folder``; returns the paths written."""
+    from mamba4net.core.bench.plots import plot_all
+    from mamba4net.core.bench.tables import bench_markdown
+
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / BENCH_JSON, bench)
+    plots = plot_all(bench, folder)
+    atomic_write_text(folder / BENCH_MD, bench_markdown(bench, [p.name for p in plots]))
+    return [folder / BENCH_JSON, folder / BENCH_MD, *plots]
+
+
+# --------------------------------------------------------------------------------------------
+# mamba4net bench CONFIG_OR_RUN_DIR
+# --------------------------------------------------------------------------------------------
+
+# the stage whose finished weights each role needs, first match among the strategy's stages
+ROLE_STAGES = {"teacher": ("adapt_teacher",), "student": ("distill", "init_student")}
+
+
+def _require_weights(ctx, stages: list[str], roles) -> None:
+    for role in roles:
+        needed = next((s for s in ROLE_STAGES[role] if s in stages), None)
+        if needed is not None:
+            ctx.require_done(needed)
+
+
+def bench_target(target: str | Path, overrides: list[str] | None = None, out: str | Path | None = None,
+                 plan_args: dict | None = None, progress: bool = True, registry=None) -> tuple[Path, dict]:
+    """Benchmark the models of a config file (built fresh: size and speed do not depend on the
+    weights' values) or of a run directory (its finished weights; the headline is merged into its
+    results.json and its report re-rendered). Returns (output folder, bench dict)."""
+    import tempfile
+
+    from mamba4net.core.bench.plan import make_plan
+    from mamba4net.core.config import load_config
+    from mamba4net.core.context import RunContext
+    from mamba4net.core.errors import ConfigError, Mamba4netError
+    from mamba4net.core.pipeline import _apply_runtime
+    from mamba4net.core.runs import RunDir, new_run_dir
+    from mamba4net.registry import default_registry
+
+    registry = registry or default_registry()
+    path = Path(target)
+    run: RunDir | None = None
+    if path.is_dir():
+        run = RunDir(path)
+        if not run.config_path.exists():
+            raise Mamba4netError(f"{path}: not a run directory (no config.yaml)")
+        loaded = load_config(run.config_path, overrides, registry=registry)
+    elif path.is_file():
+        loaded = load_config(path, overrides, registry=registry)
+    else:
+        raise ConfigError(f"{path}: no such config file or run directory")
+    if not progress:
+        loaded.cfg.runtime.progress = False
+    plan = make_plan(loaded.cfg.benchmark, **(plan_args or {}))
+    device = _apply_runtime(loaded)
+    out_dir = Path(out) if out else (run.root if run else new_run_dir("runs", f"bench-{loaded.cfg.name}"))
+    source = {"config": str(run.config_path if run else path), "run_dir": str(run.root) if run else None,
+              "weights": "the run's finished stages" if run else "built from the config (untrained)",
+              "overrides": list(overrides or [])}
+    with tempfile.TemporaryDirectory(prefix="mamba4net-bench-") as tmp:
+        ctx = RunContext(loaded, registry, run=run or RunDir(tmp), out=RunDir(out_dir), device=device)
+        if run is not None:
+            stages = registry.get("strategies", loaded.cfg.strategy["name"]).build(loaded.params["strategy"])
+            _require_weights(ctx, stages, plan.roles)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        bench = measure_all(ctx, plan, scratch=out_dir, source=source)
+    write_bench(out_dir, bench)
+    if run is not None and out_dir.resolve() == run.root.resolve():
+        _merge_into_run(run, bench)
+    return out_dir, bench
+
+
+def _merge_into_run(run, bench: dict) -> None:
+    """Put the headline into the run's results.json and re-render its report (if it has results)."""
+    import json
+
+    if not run.results_path.exists():
+        log.warning("%s has no results.json yet: bench.json written, nothing merged", run.root)
+        return
+    results = json.loads(run.results_path.read_text())
+    results["efficiency"] = headline(bench)
+    write_json(run.results_path, results)
+    from mamba4net.core.report import render_report
+
+    render_report(run.root)

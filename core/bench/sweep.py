@@ -1,0 +1,210 @@
+"""The sweeps: throughput vs (batch, length), streaming latency vs history, peak memory.
+
+Each sweep walks its points in increasing cost and runs the roles side by side at every point, so
+a machine slowing down affects both models alike. A point whose cost, extrapolated linearly from
+the last point measured (a lower bound for attention, which grows faster), exceeds the per-point
+budget is skipped and reported as such instead of hanging the run; so is every larger point of a
+series once one call alone overran the budget.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from mamba4net.core.bench.measure import time_call
+from mamba4net.core.bench.plan import BenchPlan
+
+# streaming series of the latency sweep (a role and a way of producing one decision)
+STUDENT_STEP = "student_step"  # recurrent step from a constant-size state
+TEACHER_KV = "teacher_kv_step"  # one new token against a KV cache of the history
+TEACHER_REENCODE = "teacher_reencode"  # the whole window (history + new token) encoded again
+SERIES = (STUDENT_STEP, TEACHER_KV, TEACHER_REENCODE)
+
+
+def input_dtype(backbone: nn.Module) -> torch.dtype:
+    p = next(backbone.parameters(), None)
+    return p.dtype if p is not None and p.is_floating_point() else torch.float32
+
+
+def state_bytes(state: Any) -> int:
+    """Bytes of every tensor reachable from a recurrent state or KV cache (each counted once)."""
+    seen: set[int] = set()
+    total = 0
+
+    def walk(obj: Any, depth: int) -> None:
+        nonlocal total
+        if depth > 6 or id(obj) in seen:
+            return
+        seen.add(id(obj))
+        if torch.is_tensor(obj):
+            total += obj.numel() * obj.element_size()
+        elif isinstance(obj, (list, tuple)):
+            for v in obj:
+                walk(v, depth + 1)
+        elif isinstance(obj, dict):
+            for v in obj.values():
+                walk(v, depth + 1)
+        elif dataclasses.is_dataclass(obj) or hasattr(obj, "__dict__"):
+            for v in vars(obj).values():
+                walk(v, depth + 1)
+
+    walk(state, 0)
+    return total
+
+
+class Budget:
+    """Decides which points of one series still fit the per-point time budget."""
+
+    def __init__(self, budget_s: float, calls: int):
+        self.budget_ms, self.calls = budget_s * 1e3, calls
+        self.last: tuple[float, float] | None = None  # (size, ms per call) of the last point measured
+        self.exhausted: str | None = None
+
+    def skip_reason(self, size: float) -> str | None:
+        if self.exhausted:
+            return self.exhausted
+        if self.last is not None:
+            last_size, last_ms = self.last
+            estimate = last_ms * size / last_size  # linear extrapolation: a lower bound
+            if estimate * self.calls > self.budget_ms:
+                return (f"estimated >= {estimate / 1e3:.1f} s per call x {self.calls} calls, "
+                        f"over the per-point budget of {self.budget_ms / 1e3:.0f} s")
+        return None
+
+    def record(self, size: float, ms: float, label: str) -> None:
+        self.last = (size, ms)
+        if ms > self.budget_ms:
+            self.exhausted = f"one call at {label} already took {ms / 1e3:.1f} s, over the per-point budget"
+
+
+def _smaller_batch_reason(rows: list[dict], keys: dict, plan: BenchPlan) -> str | None:
+    """Skip (B, L) when (B', L) with the next smaller batch B' was skipped or, scaled by B / B',
+    would not fit the budget."""
+    b, sizes = keys["batch_size"], plan.batch_sizes
+    if sizes.index(b) == 0:
+        return None
+    prev = sizes[sizes.index(b) - 1]
+    for r in rows:
+        if (r["role"], r["batch_size"], r["seq_len"]) == (keys["role"], prev, keys["seq_len"]):
+            if r["status"] != "ok":
+                return f"skipped at batch {prev} for this length"
+            estimate = r["median_ms"] * b / prev
+            if estimate * (plan.warmup + 1) > plan.budget_s * 1e3:
+                return (f"estimated >= {estimate / 1e3:.1f} s per call from batch {prev}, "
+                        f"over the per-point budget of {plan.budget_s:.0f} s")
+    return None
+
+
+def _skipped(reason: str, **keys) -> dict:
+    return {**keys, "status": "skipped", "reason": reason}
+
+
+@torch.no_grad()
+def throughput_sweep(backbones: dict[str, nn.Module], plan: BenchPlan, device: torch.device,
+                     memory: Callable | None, bar) -> list[dict]:
+    """Forward passes over ``(B, L, d_model)`` random inputs: input tokens per second and peak memory."""
+    rows: list[dict] = []
+    budgets = {(r, b): Budget(plan.budget_s, plan.warmup + 1) for r in backbones for b in plan.batch_sizes}
+    for b in plan.batch_sizes:
+        for length in plan.seq_lens:
+            for role, backbone in backbones.items():
+                keys = {"role": role, "batch_size": b, "seq_len": length, "tokens": b * length}
+                bar.set_postfix_str(f"{role} B={b} L={length}")
+                budget = budgets[(role, b)]
+                reason = budget.skip_reason(b * length) or _smaller_batch_reason(rows, keys, plan)
+                if reason:
+                    rows.append(_skipped(reason, **keys))
+                    bar.update(1)
+                    continue
+                x = torch.randn(b, length, backbone.d_model, device=device, dtype=input_dtype(backbone))
+                timing, peak = time_call(lambda: backbone(x), warmup=plan.warmup, repeats=plan.repeats,
+                                         budget_s=plan.budget_s, device=device,
+                                         memory=memory if plan.memory else None)
+                budget.record(b * length, timing.median_ms, f"B={b} L={length}")
+                rows.append({**keys, "status": "ok", **timing.as_dict(),
+                             "tokens_per_s": round(b * length / (timing.median_ms / 1e3), 2),
+                             "peak_bytes": peak})
+                del x
+                bar.update(1)
+    return rows
+
+
+@torch.no_grad()
+def latency_sweep(teacher: nn.Module | None, student: nn.Module | None, plan: BenchPlan,
+                  device: torch.device, bar) -> list[dict]:
+    """Per-decision latency in streaming use (batch 1) against the length of the history.
+
+    ``student_step``: the student's recurrent ``step`` from the state after the history (its
+    ``prefill``); ``teacher_kv_step``: the teacher's ``step_cached`` against a KV cache of the
+    history (each timed call appends one position, so the history grows by at most
+    warm-up + repeats tokens during a point); ``teacher_reencode``: a forward pass over the whole
+    window (history plus the new token), what a model without a cache does per decision."""
+    rows: list[dict] = []
+    budgets = {s: Budget(plan.budget_s, plan.warmup + 1) for s in SERIES}
+    prefill_budget = Budget(plan.budget_s, 1)
+    series = []
+    if student is not None:
+        series.append(STUDENT_STEP)
+    if teacher is not None:
+        series += [TEACHER_REENCODE, TEACHER_KV]  # the KV prefill's cost is judged by the re-encoding's
+    reencode_ms: dict[int, float] = {}
+    for h in plan.history_lens:
+        for name in series:
+            keys = {"series": name, "history": h}
+            bar.set_postfix_str(f"{name} H={h}")
+            model = student if name == STUDENT_STEP else teacher
+            row = _latency_point(name, model, h, plan, device, budgets[name], prefill_budget, reencode_ms)
+            rows.append({**keys, **row})
+            bar.update(1)
+    return rows
+
+
+def _latency_point(name, model, h, plan, device, budget, prefill_budget, reencode_ms) -> dict:
+    d, dtype = model.d_model, input_dtype(model)
+    x = torch.randn(1, d, device=device, dtype=dtype)  # the newest token
+    calls = plan.warmup + plan.repeats
+    if name == TEACHER_REENCODE:
+        reason = budget.skip_reason(h + 1)
+        if reason:
+            return {"status": "skipped", "reason": reason}
+        window = torch.randn(1, h + 1, d, device=device, dtype=dtype)
+        timing, _ = time_call(lambda: model(window), warmup=plan.warmup, repeats=plan.repeats,
+                              budget_s=plan.budget_s, device=device)
+        budget.record(h + 1, timing.median_ms, f"history {h}")
+        reencode_ms[h] = timing.median_ms
+        return {"status": "ok", **timing.as_dict()}
+
+    if name == STUDENT_STEP:
+        if not (hasattr(model, "prefill") and hasattr(model, "step")):
+            return {"status": "skipped", "reason": "the student has no prefill/step (not a StreamingBackbone)"}
+        reason = prefill_budget.skip_reason(h) or budget.skip_reason(1)
+        if reason:
+            return {"status": "skipped", "reason": "prefill of the history: " + reason}
+        history = torch.randn(1, h, d, device=device, dtype=dtype)
+        t0 = time.perf_counter()
+        _, state = model.prefill(history)
+        prefill_budget.record(h, (time.perf_counter() - t0) * 1e3, f"history {h}")
+        timing, _ = time_call(lambda: model.step(x, state), warmup=plan.warmup, repeats=plan.repeats,
+                              budget_s=plan.budget_s, device=device)
+        budget.record(1, timing.median_ms, f"history {h}")
+        return {"status": "ok", **timing.as_dict(), "state_bytes": state_bytes(state)}
+
+    # TEACHER_KV
+    if not (hasattr(model, "prefill_cache") and hasattr(model, "step_cached")):
+        return {"status": "skipped", "reason": "the teacher has no prefill_cache/step_cached"}
+    if h not in reencode_ms:
+        return {"status": "skipped", "reason": "prefilling the KV cache costs about one re-encoding, which was over budget"}
+    if budget.exhausted:
+        return {"status": "skipped", "reason": budget.exhausted}
+    history = torch.randn(1, h, d, device=device, dtype=dtype)
+    _, cache = model.prefill_cache(history)
+    size = state_bytes(cache)
+    timing, _ = time_call(lambda: model.step_cached(x, cache), warmup=plan.warmup, repeats=plan.repeats,
+                          budget_s=plan.budget_s, device=device)
+    budget.record(1, timing.median_ms, f"history {h}")
+    return {"status": "ok", **timing.as_dict(), "state_bytes": size, "history_growth_max": calls}
