@@ -1,0 +1,188 @@
+"""The kernel registry (core/kernels.py) and the built-in implementations it chooses between:
+priorities and availability by device, overrides, the choice logged once, mamba-ssm never imported,
+the ``kd_loss`` and ``causal_conv1d`` ops, and the student giving the same outputs with every
+available ``ssd_scan`` implementation. The Triton kernels themselves: tests/test_triton_kernels.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import pytest
+import torch
+
+from mamba4net.core.errors import ConfigError
+from mamba4net.core.kernels import available_kernels, resolve_kernel, set_kernel_overrides
+from mamba4net.plugins.hybrid_mamba.config import HybridMambaParams
+from mamba4net.plugins.hybrid_mamba.mixer import Mamba2Mixer, causal_depthwise_conv
+from mamba4net.plugins.hybrid_mamba.model import HybridMambaBackbone
+from mamba4net.plugins.hybrid_mamba.ssd import ssd_scan_chunked, ssd_scan_ref, ssd_step
+from mamba4net.plugins.losses.terms import kd_loss, kd_loss_ref
+from mamba4net.plugins.triton_kernels import registry as tk_registry
+
+OPS = ["ssd_scan", "ssd_step", "causal_conv1d", "kd_loss"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_choices(monkeypatch):
+    """Each test starts without overrides, cached choices or the Triton interpreter."""
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    set_kernel_overrides(None)
+    yield
+    set_kernel_overrides(None)
+
+
+# --- selection -----------------------------------------------------------------------------------
+
+
+def test_cpu_choices_and_order():
+    assert available_kernels("ssd_scan", "cpu") == ["ssd_scan_torch_chunked", "ssd_scan_torch_ref"]
+    assert available_kernels("ssd_step", "cpu") == ["ssd_step_torch"]
+    assert available_kernels("causal_conv1d", "cpu") == ["causal_conv1d_torch"]
+    assert available_kernels("kd_loss", "cpu") == ["kd_loss_torch"]
+    assert resolve_kernel("ssd_scan", "cpu") is ssd_scan_chunked
+    assert resolve_kernel("ssd_step", "cpu") is ssd_step
+    assert resolve_kernel("causal_conv1d", "cpu") is causal_depthwise_conv
+    assert resolve_kernel("kd_loss", "cpu") is kd_loss_ref
+
+
+@pytest.mark.parametrize("have_mamba_ssm", [False, True])
+def test_cuda_priorities_mamba_ssm_then_triton_then_torch(monkeypatch, have_mamba_ssm):
+    """Availability is decided by find_spec alone: nothing is imported to decide."""
+    installed = {"triton": True, "mamba_ssm": have_mamba_ssm, "causal_conv1d": have_mamba_ssm}
+    monkeypatch.setattr(tk_registry, "_installed", lambda name: installed[name])
+    first = ["ssd_scan_mamba_ssm"] if have_mamba_ssm else []
+    assert available_kernels("ssd_scan", "cuda") == first + [
+        "ssd_scan_triton", "ssd_scan_torch_chunked", "ssd_scan_torch_ref"
+    ]
+    assert available_kernels("ssd_step", "cuda")[0] == (
+        "ssd_step_mamba_ssm" if have_mamba_ssm else "ssd_step_triton"
+    )
+    assert available_kernels("causal_conv1d", "cuda")[0] == (
+        "causal_conv1d_cuda" if have_mamba_ssm else "causal_conv1d_torch"
+    )
+    assert available_kernels("kd_loss", "cuda") == ["kd_loss_triton", "kd_loss_torch"]
+    assert "mamba_ssm" not in sys.modules and "causal_conv1d" not in sys.modules
+
+
+def test_availability_predicates(monkeypatch):
+    assert not tk_registry.mamba_ssm_available("cpu")
+    assert not tk_registry.triton_available("cpu")  # no interpreter: no Triton on a CPU
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert tk_registry.triton_available("cpu")
+    assert not tk_registry.triton_available("mps")
+    monkeypatch.setattr(tk_registry, "_installed", lambda name: False)
+    assert not tk_registry.triton_available("cuda")
+    assert not tk_registry.mamba_ssm_available("cuda")
+
+
+def test_real_find_spec_does_not_import_mamba_ssm():
+    tk_registry.mamba_ssm_available("cuda")
+    tk_registry.causal_conv1d_available("cuda")
+    assert "mamba_ssm" not in sys.modules
+
+
+def test_override_picks_a_lower_priority_kernel():
+    set_kernel_overrides({"ssd_scan": "ssd_scan_torch_ref"})
+    assert resolve_kernel("ssd_scan", "cpu") is ssd_scan_ref
+    assert resolve_kernel("ssd_step", "cpu") is ssd_step  # other ops keep their default
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"ssd_scan": "ssd_scan_turbo"}, "unknown kernel 'ssd_scan_turbo'"),
+        ({"ssd_scan": "kd_loss_torch"}, "unknown kernel 'kd_loss_torch'"),  # wrong op
+        ({"ssd_scan": "ssd_scan_triton"}, "'ssd_scan_triton' is not available on cpu"),
+        ({"ssd_step": "ssd_step_mamba_ssm"}, "'ssd_step_mamba_ssm' is not available on cpu"),
+    ],
+)
+def test_bad_overrides_are_one_line_config_errors(overrides, message):
+    set_kernel_overrides(overrides)
+    op = next(iter(overrides))
+    with pytest.raises(ConfigError, match=message) as info:
+        resolve_kernel(op, "cpu")
+    assert "\n" not in str(info.value) and f"runtime.kernels.{op}" in str(info.value)
+
+
+def test_unknown_op_is_a_config_error():
+    with pytest.raises(ConfigError, match="no kernel implements op 'flash_fft'"):
+        resolve_kernel("flash_fft", "cpu")
+
+
+def test_choice_is_logged_once(caplog):
+    with caplog.at_level(logging.INFO, logger="mamba4net"):
+        for _ in range(3):
+            resolve_kernel("ssd_scan", "cpu")
+    lines = [r.getMessage() for r in caplog.records if "kernel ssd_scan on cpu" in r.getMessage()]
+    assert lines == ["kernel ssd_scan on cpu: ssd_scan_torch_chunked (from plugin hybrid_mamba)"]
+
+
+# --- ops -----------------------------------------------------------------------------------------
+
+
+def test_kd_loss_goes_through_the_registry_and_matches_a_direct_computation():
+    gen = torch.Generator().manual_seed(0)
+    s = torch.randn(3, 4, 11, generator=gen, requires_grad=True)
+    t = torch.randn(3, 4, 11, generator=gen)
+    T = 2.5
+    p_t = torch.softmax(t / T, -1)
+    expected = (p_t * (torch.log(p_t) - torch.log_softmax(s / T, -1))).sum(-1).mean() * T * T
+    torch.testing.assert_close(kd_loss(s, t, T), expected)
+    (g,) = torch.autograd.grad(kd_loss(s, t, T), s)
+    # d/ds of T^2 mean KL = T (softmax(s/T) - softmax(t/T)) / rows
+    torch.testing.assert_close(g, T * (torch.softmax(s / T, -1) - p_t) / 12, atol=1e-6, rtol=1e-5)
+    assert kd_loss(t, t, T).abs() < 1e-6
+
+
+def test_mixer_takes_its_conv_from_the_registry():
+    calls = []
+
+    def spy_conv(x, w, b):
+        calls.append(tuple(x.shape))
+        return causal_depthwise_conv(x, w, b)
+
+    torch.manual_seed(0)
+    m = Mamba2Mixer(16, d_state=4, headdim=8, chunk_size=4, kernels={"causal_conv1d": spy_conv})
+    x = torch.randn(2, 7, 16)
+    y = m(x)
+    assert calls == [(2, 7, m.conv_dim)]
+    m.kernels = None  # back to the registry: same result
+    torch.testing.assert_close(m(x), y)
+
+
+# --- the student with each implementation ----------------------------------------------------------
+
+TINY = dict(
+    d_model=32, n_layers=3, d_state=8, headdim=16, ngroups=2, chunk_size=4,
+    attn_heads=4, attn_kv_heads=2, d_intermediate=32,
+)
+
+
+def student_outputs_with(overrides: dict[str, str]) -> tuple[torch.Tensor, ...]:
+    """A seeded tiny hybrid student run with ``runtime.kernels`` = ``overrides``: the parallel
+    output, the step-by-step output and the gradient of every parameter (flattened)."""
+    set_kernel_overrides(overrides)
+    try:
+        torch.manual_seed(0)
+        model = HybridMambaBackbone(HybridMambaParams(**TINY))
+        x = torch.randn(2, 11, 32, generator=torch.Generator().manual_seed(1))  # 11: odd length
+        y = model(x)
+        grads = torch.autograd.grad(y.square().mean(), list(model.parameters()))
+        with torch.no_grad():
+            state, ys = model.init_state(2), []
+            for t in range(x.shape[1]):
+                y_t, state = model.step(x[:, t], state)
+                ys.append(y_t)
+        return y.detach(), torch.stack(ys, 1), torch.cat([g.flatten() for g in grads])
+    finally:
+        set_kernel_overrides(None)
+
+
+@pytest.mark.parametrize("impl", available_kernels("ssd_scan", "cpu"))
+def test_student_gives_the_same_outputs_with_every_cpu_scan(impl):
+    ref = student_outputs_with({"ssd_scan": "ssd_scan_torch_ref"})
+    got = student_outputs_with({"ssd_scan": impl})
+    for name, a, b in zip(["forward", "step", "grad"], got, ref):
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4, msg=lambda m: f"{impl} {name}: {m}")

@@ -1,0 +1,202 @@
+"""The Triton kernels of plugins/triton_kernels against their PyTorch ``*_ref`` twins, run by
+Triton's interpreter on the CPU (``TRITON_INTERPRET=1``): forward and backward, odd lengths, fp32 and
+bf16, explicit tolerances. Tiny shapes: the interpreter executes every program in numpy.
+
+The interpreter is switched on for this module only (a module fixture sets the variable, imports the
+kernel modules, and restores the environment), so the rest of the suite keeps the PyTorch kernels.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mamba4net.plugins.hybrid_mamba.ssd import ssd_scan_ref, ssd_step
+from mamba4net.plugins.losses.terms import kd_loss_ref
+
+KERNEL_MODULES = [
+    "mamba4net.plugins.triton_kernels.ssd_scan",
+    "mamba4net.plugins.triton_kernels.ssd_step",
+    "mamba4net.plugins.triton_kernels.kd_loss",
+]
+
+# (atol, rtol) on outputs and gradients. The kernels compute in fp32 like the references; fp32
+# differences are summation order only. bf16: inputs are rounded identically for both sides, the
+# outputs are rounded to bf16 (8 bits of mantissa, ~0.4% relative).
+TOL = {torch.float32: (1e-4, 1e-4), torch.bfloat16: (2e-2, 2e-2)}
+
+
+@pytest.fixture(scope="module")
+def tk():
+    """The kernel modules, imported with the interpreter on; the environment is restored after."""
+    old = os.environ.get("TRITON_INTERPRET")
+    os.environ["TRITON_INTERPRET"] = "1"
+    try:
+        mods = {}
+        for name in KERNEL_MODULES:
+            mod = sys.modules.get(name)
+            # a module imported earlier without the interpreter holds compiled-mode kernels
+            mods[name.rsplit(".", 1)[1]] = importlib.reload(mod) if mod else importlib.import_module(name)
+        yield mods
+    finally:
+        from mamba4net.core.kernels import set_kernel_overrides
+
+        set_kernel_overrides(None)  # forget any choice made while the interpreter was on
+        if old is None:
+            os.environ.pop("TRITON_INTERPRET", None)
+        else:
+            os.environ["TRITON_INTERPRET"] = old
+
+
+def _close(actual, expected, dtype, what):
+    atol, rtol = TOL[dtype]
+    torch.testing.assert_close(
+        actual.float(), expected.float(), atol=atol, rtol=rtol, msg=lambda m: f"{what}: {m}"
+    )
+
+
+def _ssd_inputs(b, l, h, p, g, n, dtype, seed, d_shape="h", with_init=True):
+    gen = torch.Generator().manual_seed(seed)
+
+    def rnd(*shape):
+        return torch.randn(*shape, generator=gen)
+
+    x = rnd(b, l, h, p).to(dtype)
+    dt = F.softplus(rnd(b, l, h) - 1.0)  # positive, ~0.3; float32 like the mixer's
+    A = -torch.empty(h).uniform_(0.5, 4.0, generator=gen)
+    B = (rnd(b, l, g, n) / n**0.5).to(dtype)
+    C = (rnd(b, l, g, n) / n**0.5).to(dtype)
+    D = rnd(h) if d_shape == "h" else rnd(h, p)
+    s0 = rnd(b, h, p, n) if with_init else None
+    return [x, dt, A, B, C, D, s0]
+
+
+# (b, l, h, p, g, n, chunk): l not a multiple of the chunk; several chunks; l < chunk; ngroups > 1;
+# p and n below the 16-wide tiles
+SCAN_SHAPES = [
+    (2, 21, 4, 3, 2, 5, 8),
+    (1, 37, 2, 4, 1, 3, 16),
+    (1, 5, 4, 2, 4, 3, 16),
+    (1, 40, 2, 16, 1, 16, 16),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", SCAN_SHAPES)
+def test_ssd_scan_triton_forward_backward_match_ref(tk, shape, dtype):
+    b, l, h, p, g, n, q = shape
+    inputs = _ssd_inputs(b, l, h, p, g, n, dtype, seed=l, d_shape="h" if g < 4 else "hp")
+    for t in inputs:
+        t.requires_grad_(True)
+    gen = torch.Generator().manual_seed(99)
+    gy = torch.randn(b, l, h, p, generator=gen)
+    gfin = torch.randn(b, h, p, n, generator=gen)
+    results = []
+    for fn in (tk["ssd_scan"].ssd_scan_triton, ssd_scan_ref):
+        x, dt, A, B, C, D, s0 = inputs
+        y, fin = fn(x, dt, A, B, C, q, D=D, initial_states=s0, return_final_states=True)
+        assert y.dtype == dtype and y.shape == (b, l, h, p) and fin.shape == (b, h, p, n)
+        loss = (y.float() * gy).sum() + (fin.float() * gfin).sum()
+        results.append([y, fin, *torch.autograd.grad(loss, inputs)])
+    names = ["y", "final_states", "dx", "ddt", "dA", "dB", "dC", "dD", "d_initial_states"]
+    for name, got, want in zip(names, *results):
+        scale = want.float().abs().max().clamp_min(1.0)  # gradients summed over many steps grow
+        _close(got / scale, want / scale, dtype, name)
+
+
+def test_ssd_scan_triton_without_optional_inputs(tk):
+    """No D, no initial state, only y returned: forward and the gradient of x."""
+    x, dt, A, B, C, _, _ = _ssd_inputs(1, 19, 2, 4, 1, 4, torch.float32, seed=3, with_init=False)
+    x.requires_grad_(True)
+    y = tk["ssd_scan"].ssd_scan_triton(x, dt, A, B, C, 16)
+    (gx,) = torch.autograd.grad(y.square().sum(), x)
+    x_ref = x.detach().requires_grad_(True)
+    y_ref = ssd_scan_ref(x_ref, dt, A, B, C, 16)
+    (gx_ref,) = torch.autograd.grad(y_ref.square().sum(), x_ref)
+    _close(y, y_ref, torch.float32, "y")
+    _close(gx, gx_ref, torch.float32, "dx")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("b, h, p, g, n", [(2, 4, 3, 2, 5), (1, 2, 16, 1, 32)])
+def test_ssd_step_triton_matches_ref(tk, dtype, b, h, p, g, n):
+    gen = torch.Generator().manual_seed(7)
+    state = torch.randn(b, h, p, n, generator=gen)
+    x = torch.randn(b, h, p, generator=gen).to(dtype)
+    dt = torch.rand(b, h, generator=gen)
+    A = -torch.rand(h, generator=gen) - 0.5
+    B = torch.randn(b, g, n, generator=gen).to(dtype)
+    C = torch.randn(b, g, n, generator=gen).to(dtype)
+    D = torch.randn(h, generator=gen)
+    before = state.clone()
+    y, new = tk["ssd_step"].ssd_step_triton(state, x, dt, A, B, C, D)
+    y_ref, new_ref = ssd_step(state, x, dt, A, B, C, D)
+    assert torch.equal(state, before), "ssd_step must not write into the caller's state"
+    assert y.dtype == dtype and new.dtype == state.dtype
+    _close(y, y_ref, dtype, "y")
+    _close(new, new_ref, dtype, "state")
+
+
+# (shape, temperature): one row; several leading dims; columns not a multiple of the 16-wide block;
+# more columns than one block holds (the online softmax rescales across blocks)
+KD_CASES = [((1, 7), 1.0), ((2, 3, 37), 2.0), ((3, 5000), 4.0)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape, temperature", KD_CASES)
+def test_kd_loss_triton_matches_ref(tk, shape, temperature, dtype):
+    gen = torch.Generator().manual_seed(len(shape))
+    s = (torch.randn(*shape, generator=gen) * 3).to(dtype).requires_grad_(True)
+    t = (torch.randn(*shape, generator=gen) * 3).to(dtype).requires_grad_(True)
+    results = []
+    # the kernel reads bf16 and computes in fp32: its reference is the fp32 computation on the same
+    # (rounded) values, gradients flowing back to the bf16 inputs
+    for fn in (tk["kd_loss"].kd_loss_triton, lambda s, t, T: kd_loss_ref(s.float(), t.float(), T)):
+        loss = fn(s, t, temperature)
+        results.append([loss, *torch.autograd.grad(loss * 1.7, (s, t))])
+    for name, got, want in zip(["loss", "d_student", "d_teacher"], *results):
+        _close(got, want, dtype, name)
+    assert results[0][1].dtype == dtype
+
+
+def test_kd_loss_triton_detached_teacher_and_shape_check(tk):
+    s = torch.randn(4, 9, requires_grad=True)
+    t = torch.randn(4, 9)
+    loss = tk["kd_loss"].kd_loss_triton(s, t, 2.0)
+    (gs,) = torch.autograd.grad(loss, s)
+    s_ref = s.detach().requires_grad_(True)
+    (gs_ref,) = torch.autograd.grad(kd_loss_ref(s_ref, t, 2.0), s_ref)
+    _close(gs, gs_ref, torch.float32, "d_student")
+    assert torch.allclose(
+        tk["kd_loss"].kd_loss_triton(t, t, 3.0), torch.zeros(()), atol=1e-6
+    ), "KL of identical distributions is 0"
+    with pytest.raises(ValueError, match="differ in shape"):
+        tk["kd_loss"].kd_loss_triton(s, t[:, :5], 2.0)
+
+
+def test_registry_picks_triton_under_the_interpreter(tk):
+    from mamba4net.core.kernels import available_kernels, resolve_kernel, set_kernel_overrides
+
+    set_kernel_overrides(None)
+    assert available_kernels("ssd_scan", "cpu")[0] == "ssd_scan_triton"
+    assert available_kernels("ssd_step", "cpu")[0] == "ssd_step_triton"
+    assert available_kernels("kd_loss", "cpu")[0] == "kd_loss_triton"
+    assert resolve_kernel("ssd_scan", "cpu") is tk["ssd_scan"].ssd_scan_triton
+    assert "ssd_scan_mamba_ssm" not in available_kernels("ssd_scan", "cpu")
+    set_kernel_overrides(None)
+
+
+def test_student_with_the_triton_scan_matches_the_reference(tk):
+    """The tiny hybrid student forced onto the Triton scan and step through runtime.kernels gives
+    the reference scan's outputs and parameter gradients."""
+    from test_kernels import student_outputs_with
+
+    ref = student_outputs_with({"ssd_scan": "ssd_scan_torch_ref"})
+    got = student_outputs_with({"ssd_scan": "ssd_scan_triton", "ssd_step": "ssd_step_triton"})
+    for name, a, b in zip(["forward", "step", "grad"], got, ref):
+        _close(a, b, torch.float32, name)
