@@ -110,11 +110,6 @@ def measure_all(ctx, plan: BenchPlan, *, sweep: bool = True, scratch: Path | Non
         with progress_bar(plan.n_points, "bench", enabled=ctx.progress) as bar:
             bench["throughput"] = throughput_sweep(backbones, plan, device, memory, bar)
             bench["latency"] = latency_sweep(backbones.get("teacher"), backbones.get("student"), plan, device, bar)
-        for row in bench["throughput"] + bench["latency"]:
-            what = row.get("role") or row.get("series")
-            where = f"B={row['batch_size']} L={row['seq_len']}" if "seq_len" in row else f"history {row['history']}"
-            log.info("bench %s %s: %s", what, where,
-                     f"{row['median_ms']:.2f} ms" if row["status"] == "ok" else "skipped: " + row["reason"])
     bench["setup"]["load_average_end"] = _load()
     bench["ratios"] = compute_ratios(bench)
     return bench

@@ -10,11 +10,14 @@ series once one call alone overran the budget.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from typing import Any, Callable
 
 import torch
 from torch import nn
+
+log = logging.getLogger("mamba4net")
 
 from mamba4net.core.bench.measure import time_call
 from mamba4net.core.bench.plan import BenchPlan
@@ -118,6 +121,7 @@ def throughput_sweep(backbones: dict[str, nn.Module], plan: BenchPlan, device: t
                 budget = budgets[(role, b)]
                 reason = budget.skip_reason(b * length) or _smaller_batch_reason(rows, keys, plan)
                 if reason:
+                    log.info("bench %s B=%d L=%d: skipped, %s", role, b, length, reason)
                     rows.append(_skipped(reason, **keys))
                     bar.update(1)
                     continue
@@ -129,6 +133,8 @@ def throughput_sweep(backbones: dict[str, nn.Module], plan: BenchPlan, device: t
                 rows.append({**keys, "status": "ok", **timing.as_dict(),
                              "tokens_per_s": round(b * length / (timing.median_ms / 1e3), 2),
                              "peak_bytes": peak})
+                log.info("bench %s B=%d L=%d: %.1f ms, %.0f tokens/s", role, b, length, timing.median_ms,
+                         rows[-1]["tokens_per_s"])
                 del x
                 bar.update(1)
     return rows
@@ -160,6 +166,8 @@ def latency_sweep(teacher: nn.Module | None, student: nn.Module | None, plan: Be
             model = student if name == STUDENT_STEP else teacher
             row = _latency_point(name, model, h, plan, device, budgets[name], prefill_budget, reencode_ms)
             rows.append({**keys, **row})
+            log.info("bench %s history %d: %s", name, h,
+                     f"{row['median_ms']:.2f} ms" if row["status"] == "ok" else "skipped, " + row["reason"])
             bar.update(1)
     return rows
 
