@@ -186,3 +186,28 @@ def test_student_gives_the_same_outputs_with_every_cpu_scan(impl):
     got = student_outputs_with({"ssd_scan": impl})
     for name, a, b in zip(["forward", "step", "grad"], got, ref):
         torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4, msg=lambda m: f"{impl} {name}: {m}")
+
+
+# --- the CPU chunked scan, cut into slabs ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-10), (torch.float32, 2e-5)])
+@pytest.mark.parametrize("slab_steps", [4, 10, 12, 64])  # one chunk per slab, rounded down, several, one
+def test_chunked_scan_in_slabs_matches_ref(dtype, tol, slab_steps):
+    gen = torch.Generator().manual_seed(slab_steps)
+    b, l, h, p, g, n, q = 2, 29, 4, 3, 2, 5, 4  # 29: not a multiple of the chunk or of any slab
+    x = torch.randn(b, l, h, p, generator=gen, dtype=dtype, requires_grad=True)
+    dt = torch.nn.functional.softplus(torch.randn(b, l, h, generator=gen, dtype=dtype) - 1)
+    A = -torch.rand(h, generator=gen, dtype=dtype) * 3 - 0.5
+    B = torch.randn(b, l, g, n, generator=gen, dtype=dtype, requires_grad=True)
+    C = torch.randn(b, l, g, n, generator=gen, dtype=dtype)
+    D = torch.randn(h, generator=gen, dtype=dtype)
+    s0 = torch.randn(b, h, p, n, generator=gen, dtype=dtype, requires_grad=True)
+    got = ssd_scan_chunked(x, dt, A, B, C, q, D=D, initial_states=s0, return_final_states=True,
+                           slab_steps=slab_steps)
+    want = ssd_scan_ref(x, dt, A, B, C, q, D=D, initial_states=s0, return_final_states=True)
+    for a, r in zip(got, want):
+        torch.testing.assert_close(a, r, atol=tol, rtol=tol)
+    grads = [torch.autograd.grad(o[0].square().sum() + o[1].sum(), (x, B, s0)) for o in (got, want)]
+    for a, r in zip(*grads):
+        torch.testing.assert_close(a, r, atol=tol * 10, rtol=tol * 10)

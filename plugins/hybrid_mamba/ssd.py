@@ -31,6 +31,12 @@ def _d_term(D: Tensor, x: Tensor) -> Tensor:
     return x * (D[:, None] if D.dim() == 1 else D).to(x.dtype)
 
 
+# Largest (heads x steps x chunk) block of intra-chunk scores computed at once: 2**19 floats = 2 MiB,
+# so that the (h, Q, Q) decay/score tensors of one slab stay in the CPU's cache. Measured at the VP
+# student's shapes (h=16, P=N=32, 1 thread, L=8192): about 2x faster than one block of 8192 steps.
+SLAB_ELEMENTS = 2**19
+
+
 def ssd_scan_chunked(
     x: Tensor,
     dt: Tensor,
@@ -41,10 +47,44 @@ def ssd_scan_chunked(
     D: Tensor | None = None,
     initial_states: Tensor | None = None,
     return_final_states: bool = False,
+    *,
+    slab_steps: int | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Chunked SSD: the quadratic (attention-like) form inside each chunk of Q = chunk_size steps,
     a linear recurrence of the (N, P) states across chunks. O(l * Q * (N + P)) work per head, all of
     it in batched matmuls; the only Python loop runs over the l / Q chunk boundaries.
+
+    Long sequences are cut into slabs of ``slab_steps`` steps (a multiple of Q; by default sized by
+    ``SLAB_ELEMENTS``) scanned one after the other, each starting from the previous slab's final
+    state: the same arithmetic, with a working set that fits in cache."""
+    q = chunk_size
+    if slab_steps is None:
+        slab_steps = SLAB_ELEMENTS // (x.shape[2] * q)
+    slab = max(q, slab_steps // q * q)
+    l = x.shape[1]
+    if l <= slab:
+        return _ssd_scan_slab(x, dt, A, B, C, q, D, initial_states, return_final_states)
+    ys, state = [], initial_states
+    for s in range(0, l, slab):
+        e = min(l, s + slab)
+        y, state = _ssd_scan_slab(x[:, s:e], dt[:, s:e], A, B[:, s:e], C[:, s:e], q, D, state, True)
+        ys.append(y)  # (b, e - s, h, p)
+    y = torch.cat(ys, dim=1)  # (b, l, h, p)
+    return (y, state) if return_final_states else y
+
+
+def _ssd_scan_slab(
+    x: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    chunk_size: int,
+    D: Tensor | None,
+    initial_states: Tensor | None,
+    return_final_states: bool,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """``ssd_scan_chunked`` on one slab, all chunks at once.
 
     Written for CPU memory traffic: tensors stay in the time-major layout they arrive in wherever a
     matmul can read them that way, and elementwise steps are fused (addcmul, in-place) where autograd
