@@ -8,7 +8,20 @@ Layout of one training checkpoint (a folder, renamed into place only once comple
         state.json             stage, step, optimizer hyper-parameters, RNG seeds, metrics
     checkpoints/<stage>/latest.json   {"step": 120, "path": "step-000120"}
 
-Nothing here unpickles: safetensors for tensors, JSON for the rest.
+Under DeepSpeed (``runtime.engine: deepspeed``) a checkpoint is DeepSpeed's sharded format, one
+optimizer shard per rank, written by every rank through ``engine.save_checkpoint``::
+
+    checkpoints/<stage>/ds/step-000120/
+        mp_rank_00_model_states.pt                  trainable weights (written by rank 0)
+        zero_pp_rank_<r>_mp_rank_00_optim_states.pt rank r's share of the AdamW state
+        state.json                                  as above, plus format, world_size, zero_stage
+    checkpoints/<stage>/latest.json   {"step": 120, "path": "ds/step-000120"}
+
+``latest.json`` moves only once every rank has finished writing, so a run killed mid-save resumes
+from the previous checkpoint. The finished stage's ``final.safetensors`` is the same in both cases
+(whole fp32 tensors gathered from the ranks). Nothing here unpickles: safetensors for tensors, JSON
+for the rest; DeepSpeed's ``.pt`` files are read with ``weights_only=True`` (see core/ds_engine.py).
+Only rank 0 writes; the other ranks wait for it where they need its files.
 """
 
 from __future__ import annotations
@@ -23,6 +36,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from mamba4net.core import distributed as dist
 from mamba4net.core.errors import DataError
 from mamba4net.core.runs import atomic_write_text, write_json
 
@@ -100,9 +114,29 @@ class StageCheckpoints:
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         atomic_write_text(self.dir / "latest.json", json.dumps({"step": step, "path": name}) + "\n")
-        for old in sorted(self.dir.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))[: -self.keep]:
-            shutil.rmtree(old, ignore_errors=True)
+        self._prune(self.dir)
         return final
+
+    def save_deepspeed(self, step: int, engine, state: dict[str, Any]) -> Path:
+        """DeepSpeed's sharded checkpoint (collective: every rank calls it), then the pointer."""
+        root, name = self.dir / "ds", f"step-{step:06d}"
+        final = root / name
+        if dist.is_main():
+            shutil.rmtree(final, ignore_errors=True)  # left by a run killed while writing it
+        dist.barrier()
+        engine.save_checkpoint(str(root), tag=name, client_state={}, save_latest=False,
+                               exclude_frozen_parameters=True)
+        dist.barrier()  # every rank's shard is on disk
+        if dist.is_main():
+            write_json(final / "state.json", {**state, "step": step})
+            atomic_write_text(self.dir / "latest.json", json.dumps({"step": step, "path": f"ds/{name}"}) + "\n")
+            self._prune(root)
+        dist.barrier()
+        return final
+
+    def _prune(self, folder: Path) -> None:
+        for old in sorted(folder.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))[: -self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
 
     def latest(self) -> tuple[int, Path] | None:
         pointer = self.dir / "latest.json"
@@ -118,21 +152,30 @@ class StageCheckpoints:
             raise DataError(f"{path}: checkpoint folder is incomplete")
         return step, path
 
-    def load(self, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any]]:
+    def state(self, path: Path) -> dict[str, Any]:
+        """The ``state.json`` of a checkpoint folder."""
         try:
-            state = json.loads((path / "state.json").read_text())
+            return json.loads((path / "state.json").read_text())
         except json.JSONDecodeError as exc:
             raise DataError(f"{path / 'state.json'}: corrupt checkpoint state ({exc})") from None
+
+    def load(self, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any]]:
+        state = self.state(path)
         return load_tensors(path / "model.safetensors"), load_tensors(path / "optimizer.safetensors"), state
 
     # -- stage completion --------------------------------------------------------------------
     def mark_done(self, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
-        """The stage's final weights plus a ``done.json`` marker (written last)."""
-        save_tensors(self.dir / "final.safetensors", tensors)
-        write_json(self.dir / "done.json", info)
-        for step_dir in self.dir.glob("step-*"):  # only needed to resume an unfinished stage
-            shutil.rmtree(step_dir, ignore_errors=True)
-        (self.dir / "latest.json").unlink(missing_ok=True)
+        """The stage's final weights plus a ``done.json`` marker (written last; by rank 0, the
+        other ranks wait for it)."""
+        dist.barrier()  # every rank has looked at done() before it appears
+        if dist.is_main():
+            save_tensors(self.dir / "final.safetensors", tensors)
+            write_json(self.dir / "done.json", info)
+            for step_dir in self.dir.glob("step-*"):  # only needed to resume an unfinished stage
+                shutil.rmtree(step_dir, ignore_errors=True)
+            shutil.rmtree(self.dir / "ds", ignore_errors=True)
+            (self.dir / "latest.json").unlink(missing_ok=True)
+        dist.barrier()
 
     def done(self) -> dict[str, Any] | None:
         marker = self.dir / "done.json"

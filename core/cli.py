@@ -29,16 +29,46 @@ def cmd_run(args) -> int:
     from mamba4net.core.pipeline import resolve_run_dir, run_pipeline
     from mamba4net.core.report import results_table
 
+    from mamba4net.core import distributed as dist
+
     loaded = load_config(args.config, args.set)
     if args.no_progress:
         loaded.cfg.runtime.progress = False
     run_root = resolve_run_dir(loaded, args.out, args.resume)
-    run = run_pipeline(loaded, run_root, resume=args.resume)
+    if args.nproc is not None:  # this process only launches the ranks, each runs `run --out run_root`
+        code = _launch_ranks(args, loaded, run_root)
+        if code:
+            print(f"mamba4net: error: a rank failed (exit code {code}); run directory: {run_root}", file=sys.stderr)
+            return code
+        from mamba4net.core.runs import RunDir
+
+        run = RunDir(run_root)
+    else:
+        run = run_pipeline(loaded, run_root, resume=args.resume)
+        if not dist.is_main():
+            return 0
     if run.results_path.exists():
         results = json.loads(run.results_path.read_text())
         print(results_table(results))
     print(f"run directory: {run.root}")
     return 0
+
+
+def _launch_ranks(args, loaded, run_root) -> int:
+    from mamba4net.core import distributed as dist
+    from mamba4net.core.errors import ConfigError
+
+    if "RANK" in os.environ:
+        raise ConfigError("--nproc: this process is already one rank of a launched run")
+    if loaded.cfg.runtime.engine != "deepspeed":
+        raise ConfigError(f"--nproc {args.nproc}: several processes need runtime.engine: deepspeed "
+                          f"(add --set runtime.engine=deepspeed)")
+    argv = [*(["--debug"] if args.debug else []), *(["-v"] if args.verbose else []), "run", args.config]
+    for assignment in args.set:
+        argv += ["--set", assignment]
+    argv += ["--out", str(run_root)] + (["--resume"] if args.resume else [])
+    argv += ["--no-progress"] if args.no_progress else []
+    return dist.launch_local(dist.cli_command(argv), args.nproc)
 
 
 def cmd_validate(args) -> int:
@@ -130,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory (default: runs/<name>-<timestamp>)")
     p.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--nproc", type=int, metavar="N",
+                   help="run N local processes (runtime.engine: deepspeed; data split over ranks)")
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("validate", help="check a config without running it")
@@ -174,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' bars would mix with ours
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
+    if int(os.environ.get("RANK", 0)) > 0:  # a launched rank other than 0: rank 0 speaks for the run
+        logging.getLogger("mamba4net").setLevel(logging.WARNING)
     from mamba4net.core.errors import Mamba4netError
 
     try:

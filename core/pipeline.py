@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from mamba4net.core import distributed as dist
 from mamba4net.core.config import LoadedConfig, load_config
 from mamba4net.core.context import RunContext, pick_device
 from mamba4net.core.errors import ConfigError, Mamba4netError
@@ -56,6 +57,7 @@ def run_pipeline(loaded: LoadedConfig, run_root: Path, resume: bool = False, reg
     run = RunDir(run_root)
     resolved = loaded.resolved()
     device = _apply_runtime(loaded)  # before anything is written: a bad device leaves no stub run
+    device = dist.setup(loaded.cfg.runtime.engine, device)  # DeepSpeed: join the ranks' process group
     if run.config_path.exists():
         if not resume:
             raise Mamba4netError(f"{run.root} already holds a run: pass --resume to continue it, or another --out")
@@ -69,8 +71,11 @@ def run_pipeline(loaded: LoadedConfig, run_root: Path, resume: bool = False, reg
         for key in changed:
             if not key.startswith("runtime.progress"):
                 log.warning("--resume: %s changed since the run started", key)
-    run.create()
-    run.write_config(resolved)
+    dist.barrier()  # every rank has checked the folder before rank 0 writes into it
+    if dist.is_main():
+        run.create()
+        run.write_config(resolved)
+    dist.barrier()
     ctx = RunContext(loaded, registry, run=run, out=run, resume=resume, device=device)
     if resume and run.results_path.exists():
         ctx.results = json.loads(run.results_path.read_text())
@@ -78,8 +83,12 @@ def run_pipeline(loaded: LoadedConfig, run_root: Path, resume: bool = False, reg
     log.info("run %s: stages %s on %s", run.root, " -> ".join(stages), device)
     t0 = time.perf_counter()
     for name in stages:
+        if not dist.is_main() and not (STAGES[name].trains or name == "init_student"):
+            continue  # evaluation, benchmarks and what they write are rank 0's
         log.info("stage %s", name)
         STAGES[name].fn(ctx)
+    if not dist.is_main():
+        return run
     ctx.results.setdefault("timing", {})["total_seconds"] = round(time.perf_counter() - t0, 1)
     if ctx.results.get("models"):
         write_json(run.results_path, ctx.results)

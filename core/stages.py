@@ -2,6 +2,10 @@
 
 Every stage is idempotent under ``--resume``: a finished stage (``checkpoints/<stage>/done.json``) is
 skipped, an unfinished training stage continues from its latest checkpoint.
+
+Under DeepSpeed every rank runs the training stages (and ``init_student``, which is deterministic);
+after one, the trained model is dropped from the context and rebuilt from its ``final.safetensors``
+the next time a stage asks for it (a ZeRO engine has changed the module in place).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from mamba4net.core.checkpoint import trainable_state
+from mamba4net.core import distributed as dist
 from mamba4net.core.context import RunContext
 from mamba4net.core.objective import build_objective
 from mamba4net.core.teacher_cache import WithTeacherOutputs, load_or_compute, pop_teacher_output
@@ -35,6 +39,13 @@ def _freeze(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
+def _release(ctx: RunContext, *roles: str) -> None:
+    """After a DeepSpeed stage: forget the engine-wrapped models; ``ctx.model`` rebuilds them."""
+    if ctx.cfg.runtime.engine == "deepspeed":
+        for role in roles:
+            ctx._models.pop(role, None)
+
+
 def adapt_teacher(ctx: RunContext) -> None:
     """Adapt the teacher LLM to the task: LoRA on the backbone, encoder and head trained fully."""
     ckpt = ctx.checkpoints("adapt_teacher")
@@ -50,11 +61,14 @@ def adapt_teacher(ctx: RunContext) -> None:
         return objective(teacher(batch), None, batch)
 
     t0 = time.perf_counter()
-    final = Trainer(
+    trainer = Trainer(
         "adapt_teacher", module, loss_fn, task.data("train"), ctx.cfg.train_params("adapt_teacher"),
         ctx.run, ctx.seed, ctx.device, valid_fn=lambda: task.evaluate(teacher, "valid"), progress=ctx.progress,
-    ).fit(resume=ctx.resume)
-    ckpt.mark_done(trainable_state(teacher), {"final": final, "seconds": time.perf_counter() - t0})
+        runtime=ctx.cfg.runtime,
+    )
+    final = trainer.fit(resume=ctx.resume)
+    ckpt.mark_done(trainer.export(teacher, trainable_only=True), {"final": final, "seconds": time.perf_counter() - t0})
+    _release(ctx, "teacher")
 
 
 def init_student(ctx: RunContext) -> None:
@@ -81,7 +95,11 @@ def distill(ctx: RunContext) -> None:
         log.info("distill: already done, weights loaded")
         return
     task = ctx.task
-    teacher = _freeze(ctx.model("teacher"))
+    teacher = _freeze(ctx.model("teacher"))  # inference only, on every rank; never in the optimizer
+    if ctx.cfg.runtime.shard_teacher:
+        from mamba4net.core.ds_engine import inference_engine
+
+        teacher = inference_engine(teacher, ctx.cfg.runtime)  # ZeRO-3: 1/N of its weights per rank
     objective = build_objective(ctx.registry, ctx.loaded, "distill", task, student.d_model, teacher.d_model)
     module = nn.ModuleDict({"model": student, "objective": objective}).to(ctx.device)
     params = ctx.cfg.train_params("distill")
@@ -99,12 +117,16 @@ def distill(ctx: RunContext) -> None:
         return objective(student(batch), teacher_out, batch)
 
     t0 = time.perf_counter()
-    final = Trainer(
+    trainer = Trainer(
         "distill", module, loss_fn, data, params,
         ctx.run, ctx.seed, ctx.device, valid_fn=lambda: task.evaluate(student, "valid"), progress=ctx.progress,
-    ).fit(resume=ctx.resume)
-    ckpt.mark_done(student.state_dict(), {"final": final, "seconds": time.perf_counter() - t0})
-    (ckpt.dir / "teacher_outputs.safetensors").unlink(missing_ok=True)
+        runtime=ctx.cfg.runtime,
+    )
+    final = trainer.fit(resume=ctx.resume)
+    ckpt.mark_done(trainer.export(student), {"final": final, "seconds": time.perf_counter() - t0})
+    if dist.is_main():
+        (ckpt.dir / "teacher_outputs.safetensors").unlink(missing_ok=True)
+    _release(ctx, "student", "teacher")
 
 
 def evaluate(ctx: RunContext) -> None:

@@ -3,6 +3,10 @@
 The frozen teacher is deterministic in eval mode, so its answer for a sample never changes during
 distillation: computing it once costs one pass over the split instead of one forward per step.
 The cache is kept as safetensors in the stage's checkpoint folder, so ``--resume`` reuses it.
+
+With several processes each rank computes an equal share of the split (padded, so that a ZeRO-3
+sharded teacher sees the same number of forward calls on every rank), the shares are gathered so
+every rank holds the whole cache, and rank 0 writes the file.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from mamba4net.core import distributed as dist
 from mamba4net.core.checkpoint import load_tensors, save_tensors
 from mamba4net.core.progress import progress_bar
 from mamba4net.core.protocols import Batch, ModelOutput, TaskData
@@ -29,10 +34,14 @@ def compute_teacher_outputs(teacher, data: TaskData, device, keep_hidden: bool, 
 
     teacher.eval()
     preds, hiddens = [], []
-    n = len(data)
-    bar = progress_bar(total=n, desc="teacher cache", enabled=progress)
-    for start in range(0, n, batch_size):
-        idx = torch.arange(start, min(n, start + batch_size))
+    n, world, rank = len(data), dist.world_size(), dist.rank()
+    per = -(-n // world)  # samples per rank, the last rank's share padded up to it
+    mine = torch.arange(rank * per, min(n, (rank + 1) * per))
+    if len(mine) < per:  # padding rows repeat a valid sample and are dropped after the gather
+        mine = torch.cat([mine, torch.full((per - len(mine),), int(mine[-1]) if len(mine) else 0)])
+    bar = progress_bar(total=per, desc="teacher cache", enabled=progress and dist.is_main())
+    for start in range(0, per, batch_size):
+        idx = mine[start : start + batch_size]
         out = teacher(move(data.batch(idx), device))
         preds.append(out.pred.float().cpu())
         if keep_hidden:
@@ -42,6 +51,9 @@ def compute_teacher_outputs(teacher, data: TaskData, device, keep_hidden: bool, 
     cache = {PRED: torch.cat(preds)}
     if keep_hidden:
         cache[HIDDEN] = torch.cat(hiddens)
+    if world > 1:  # (world * per, ...) in rank order -> the n real rows
+        keep = torch.arange(world * per) < n  # row r*per + j holds sample r*per + j when < n
+        cache = {k: dist.all_gather_rows(v)[keep] for k, v in cache.items()}
     return cache
 
 
@@ -52,7 +64,9 @@ def load_or_compute(path: Path, teacher, data: TaskData, device, keep_hidden: bo
             log.info("teacher cache: reusing %s", path)
             return cache
     cache = compute_teacher_outputs(teacher, data, device, keep_hidden, progress=progress)
-    save_tensors(path, cache)
+    if dist.is_main():
+        save_tensors(path, cache)
+    dist.barrier()
     return cache
 
 

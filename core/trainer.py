@@ -3,6 +3,11 @@
 Determinism: the batch at optimizer step ``s`` and the dropout RNG of that step are pure functions of
 (seed, stage, s). A run resumed from the checkpoint at step ``s`` therefore replays exactly what an
 uninterrupted run would have done, with nothing but weights and optimizer moments to restore.
+
+Two engines drive the same loop (``runtime.engine``): plain PyTorch, or DeepSpeed (ZeRO 0-3, one
+or several processes). With N processes, each rank takes its 1/N slice of the step's global batch,
+so the gradient DeepSpeed averages over ranks is the single-process gradient of the whole batch;
+losses are averaged over ranks before they are logged, and only rank 0 writes anything.
 """
 
 from __future__ import annotations
@@ -14,11 +19,12 @@ import zlib
 from typing import Callable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from mamba4net.core import distributed as dist
 from mamba4net.core.checkpoint import StageCheckpoints, load_into, restore_optimizer, trainable_state
-from mamba4net.core.config import TrainParams
-from mamba4net.core.errors import TrainingError
+from mamba4net.core.config import RuntimeParams, TrainParams
+from mamba4net.core.errors import DataError, TrainingError
 from mamba4net.core.progress import progress_bar
 from mamba4net.core.protocols import Batch, TaskData
 from mamba4net.core.runs import RunDir
@@ -61,6 +67,145 @@ def move(batch: Batch, device: torch.device) -> Batch:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
+def adamw(module: nn.Module, params: TrainParams) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters; no weight decay on vectors (norms, biases)."""
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    decay = [p for p in trainable if p.ndim >= 2]
+    no_decay = [p for p in trainable if p.ndim < 2]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": params.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=params.lr,
+        betas=(0.9, 0.95),
+    )
+
+
+class _WithLoss(nn.Module):
+    """The stage's module (same children, same parameter names) whose forward is the loss.
+
+    DeepSpeed wraps this, so its forward hooks (autocast, ZeRO-3 bookkeeping) surround the whole
+    loss computation, teacher call included.
+    """
+
+    def __init__(self, module: nn.Module, loss_fn: LossFn):
+        super().__init__()
+        for name, child in module.named_children():
+            self.add_module(name, child)
+        self._loss_fn = loss_fn
+
+    def forward(self, batch: Batch):
+        return self._loss_fn(batch)
+
+
+# -- engines: what differs between plain PyTorch and DeepSpeed, nothing else -------------------------
+class TorchEngine:
+    """Today's loop: ``(loss / grad_accum).backward()`` per micro-batch, clip, ``opt.step()``."""
+
+    name = "torch"
+
+    def __init__(self, trainer: "Trainer"):
+        self.t = trainer
+        self.opt = adamw(trainer.module, trainer.p)
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return self.opt.param_groups  # a new list after load_state_dict: never cache it
+
+    def forward(self, batch: Batch):
+        return self.t.loss_fn(batch)
+
+    def zero_grad(self) -> None:
+        self.opt.zero_grad(set_to_none=True)
+
+    def backward(self, loss: Tensor, micro: int) -> None:
+        (loss / self.t.p.grad_accum).backward()
+
+    def step(self, check_norm: Callable[[float], None]) -> float:
+        params = [p for g in self.opt.param_groups for p in g["params"]]
+        if self.t.p.clip_norm is not None:
+            gnorm = float(torch.nn.utils.clip_grad_norm_(params, self.t.p.clip_norm))
+        else:
+            gnorm = float(torch.norm(torch.stack([p.grad.norm() for p in params if p.grad is not None])))
+        check_norm(gnorm)
+        self.opt.step()
+        return gnorm
+
+    def save(self, step: int, state: dict) -> None:
+        self.t.ckpt.save(step, trainable_state(self.t.module), self.opt, state)
+
+    def load(self, path, state: dict) -> None:
+        if state.get("format", "torch") != "torch":
+            raise DataError(f"{path}: written by engine {state.get('format')}; resume it with runtime.engine: "
+                            f"{state.get('format')} (or start a new run)")
+        model_t, opt_t, _ = self.t.ckpt.load(path)
+        load_into(self.t.module, model_t, path / "model.safetensors")
+        restore_optimizer(self.opt, opt_t, state["optimizer"])
+
+    def export(self, part: nn.Module, trainable_only: bool) -> dict[str, Tensor]:
+        return trainable_state(part) if trainable_only else part.state_dict()
+
+
+class DeepSpeedEngine:
+    """``deepspeed.initialize`` on the module (with the trainer's AdamW); DeepSpeed does the
+    accumulation (it scales each micro-batch loss by 1/grad_accum), reduction, clipping and step."""
+
+    name = "deepspeed"
+
+    def __init__(self, trainer: "Trainer"):
+        from mamba4net.core import ds_engine
+
+        self.t = trainer
+        rt = trainer.runtime
+        self.config = ds_engine.build_config(trainer.p, rt, dist.world_size(), trainer.device)
+        self.engine = ds_engine.training_engine(_WithLoss(trainer.module, trainer.loss_fn),
+                                                adamw(trainer.module, trainer.p), self.config)
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return self.engine.optimizer.param_groups
+
+    def forward(self, batch: Batch):
+        return self.engine(batch)
+
+    def zero_grad(self) -> None:
+        pass  # DeepSpeed clears gradients after its optimizer step
+
+    def backward(self, loss: Tensor, micro: int) -> None:
+        self.engine.backward(loss)
+        if micro < self.t.p.grad_accum - 1:
+            self.engine.step()  # not a boundary: DeepSpeed only counts the micro-batch
+
+    def step(self, check_norm: Callable[[float], None]) -> float:
+        assert self.engine.is_gradient_accumulation_boundary()
+        self.engine.step()
+        gnorm = self.engine.get_global_grad_norm()
+        gnorm = float(gnorm) if gnorm is not None else float("nan")
+        check_norm(gnorm)  # the update is applied already; the run stops before it is checkpointed
+        return gnorm
+
+    def _meta(self) -> dict:
+        return {"format": "deepspeed", "world_size": dist.world_size(),
+                "zero_stage": self.config["zero_optimization"]["stage"]}
+
+    def save(self, step: int, state: dict) -> None:
+        self.t.ckpt.save_deepspeed(step, self.engine, {**state, **self._meta()})
+
+    def load(self, path, state: dict) -> None:
+        want = self._meta()
+        got = {k: state.get(k, "torch" if k == "format" else None) for k in want}
+        if got != want:
+            raise DataError(f"{path}: checkpoint written with {got}, this run is {want}; resume with the same "
+                            "engine, --nproc and zero_stage (or start a new run)")
+        loaded, _ = self.engine.load_checkpoint(str(path.parent), tag=path.name, load_module_strict=False,
+                                                load_optimizer_states=True, load_lr_scheduler_states=False)
+        if loaded is None:
+            raise DataError(f"{path}: DeepSpeed could not load this checkpoint")
+
+    def export(self, part: nn.Module, trainable_only: bool) -> dict[str, Tensor]:
+        from mamba4net.core.ds_engine import full_state
+
+        return full_state(self.engine, part, trainable_only)
+
+
 class Trainer:
     """Trains whatever in ``module`` has ``requires_grad``; checkpoints exactly that."""
 
@@ -76,39 +221,42 @@ class Trainer:
         device: torch.device,
         valid_fn: Callable[[], dict[str, float]] | None = None,
         progress: bool = True,
+        runtime: RuntimeParams | None = None,
     ):
         self.stage, self.module, self.loss_fn, self.data = stage, module, loss_fn, data
         self.p, self.run, self.seed, self.device = params, run, seed, device
-        self.valid_fn, self.progress = valid_fn, progress
+        self.valid_fn, self.progress = valid_fn, progress and dist.is_main()
+        self.runtime = runtime or RuntimeParams()
         self.ckpt = StageCheckpoints(run.stage_dir(stage))
-        trainable = [p for p in module.parameters() if p.requires_grad]
-        if not trainable:
+        if not any(p.requires_grad for p in module.parameters()):
             raise TrainingError(f"stage {stage}: nothing to train (no parameter requires grad)")
-        decay = [p for p in trainable if p.ndim >= 2]
-        no_decay = [p for p in trainable if p.ndim < 2]
-        self.opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": params.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=params.lr,
-            betas=(0.9, 0.95),
-        )
+        self.engine = DeepSpeedEngine(self) if self.runtime.engine == "deepspeed" else TorchEngine(self)
+        # this rank's slice of every global batch
+        self.slice = dist.shard_of(params.batch_size) if self.engine.name == "deepspeed" else (0, params.batch_size)
+
+    @property
+    def opt(self):
+        """The torch optimizer (plain PyTorch engine)."""
+        return self.engine.opt
 
     def _resume(self) -> int:
         found = self.ckpt.latest()
         if found is None:
-            self.run.truncate_metrics(self.stage, 0)  # killed before its first checkpoint
+            if dist.is_main():
+                self.run.truncate_metrics(self.stage, 0)  # killed before its first checkpoint
             return 0
         step, path = found
-        model_t, opt_t, state = self.ckpt.load(path)
-        load_into(self.module, model_t, path / "model.safetensors")
-        restore_optimizer(self.opt, opt_t, state["optimizer"])
-        self.run.truncate_metrics(self.stage, step)
+        self.engine.load(path, self.ckpt.state(path))
+        if dist.is_main():
+            self.run.truncate_metrics(self.stage, step)
         log.info("stage %s: resumed from %s (step %d)", self.stage, path, step)
         return step
 
     def _batch(self, step: int, micro: int) -> Batch:
         first = (step * self.p.grad_accum + micro) * self.p.batch_size
         idx = batch_indices(len(self.data), self.p.batch_size, first, self.seed, self.stage)
-        return move(self.data.batch(idx), self.device)
+        lo, hi = self.slice
+        return move(self.data.batch(idx[lo:hi]), self.device)
 
     def fit(self, resume: bool = False) -> dict[str, float]:
         start = self._resume() if resume else 0
@@ -118,53 +266,62 @@ class Trainer:
         t0 = time.perf_counter()
         for step in range(start, self.p.steps):
             torch.manual_seed(stream_seed(self.seed, self.stage, step, 1))
-            for group in self.opt.param_groups:
+            for group in self.engine.param_groups:
                 group["lr"] = lr_at(step, self.p)
-            self.opt.zero_grad(set_to_none=True)
+            self.engine.zero_grad()
             terms: dict[str, float] = {}
             total = 0.0
             for micro in range(self.p.grad_accum):
-                loss, parts = self.loss_fn(self._batch(step, micro))
-                if not torch.isfinite(loss):
+                loss, parts = self.engine.forward(self._batch(step, micro))
+                if dist.any_rank(not torch.isfinite(loss)):
                     self._fail(step, loss, parts)
-                (loss / self.p.grad_accum).backward()
+                self.engine.backward(loss, micro)
                 total += loss.item() / self.p.grad_accum
                 for k, v in parts.items():
                     terms[k] = terms.get(k, 0.0) + v / self.p.grad_accum
-            params = [p for g in self.opt.param_groups for p in g["params"]]
-            if self.p.clip_norm is not None:
-                gnorm = float(torch.nn.utils.clip_grad_norm_(params, self.p.clip_norm))
-            else:
-                gnorm = float(torch.norm(torch.stack([p.grad.norm() for p in params if p.grad is not None])))
-            if not math.isfinite(gnorm):
-                self._fail(step, torch.tensor(gnorm), {"grad_norm": gnorm})
-            self.opt.step()
+            gnorm = self.engine.step(lambda g: self._check_norm(step, g))
+            if dist.world_size() > 1:  # the global batch's loss: the mean of the ranks' slices
+                reduced = dist.mean_across_ranks({"loss": total, **terms})
+                total = reduced.pop("loss")
+                terms = reduced
             done = step + 1
-            last = {"loss": total, **terms, "lr": self.opt.param_groups[0]["lr"], "grad_norm": gnorm}
+            last = {"loss": total, **terms, "lr": self.engine.param_groups[0]["lr"], "grad_norm": gnorm}
             bar.update(1)
             bar.set_postfix(loss=f"{total:.4f}")
             if done % self.p.log_every == 0 or done == self.p.steps:
                 last["sec_per_step"] = (time.perf_counter() - t0) / max(1, done - start)
-                self.run.log_metrics(self.stage, done, last)
-                if bar.disable:  # no terminal: a log line instead of the bar
+                if dist.is_main():
+                    self.run.log_metrics(self.stage, done, last)
+                if bar.disable and dist.is_main():  # no terminal: a log line instead of the bar
                     log.info("%s step %d/%d loss %.4f", self.stage, done, self.p.steps, total)
             if self.valid_fn and self.p.eval_every and done % self.p.eval_every == 0 and done < self.p.steps:
                 self._validate(done)
             if done % self.p.checkpoint_every == 0 and done < self.p.steps:
-                self.ckpt.save(done, trainable_state(self.module), self.opt, {"stage": self.stage, "seed": self.seed})
+                self.engine.save(done, {"stage": self.stage, "seed": self.seed})
         bar.close()
         if self.valid_fn:
             last.update(self._validate(self.p.steps))
         return last
 
+    def export(self, part: nn.Module, trainable_only: bool = False) -> dict[str, Tensor]:
+        """Whole tensors of ``part`` (the stage's model) after ``fit``, for ``final.safetensors``:
+        its trainable parameters, or its full state dict. Under DeepSpeed this gathers the fp32
+        weights from every rank (call it on every rank); the files are those of a 1-process run."""
+        return self.engine.export(part, trainable_only)
+
     def _validate(self, step: int) -> dict[str, float]:
         was_training = self.module.training
         self.module.eval()
-        with torch.no_grad():
+        with torch.no_grad():  # every rank evaluates (ZeRO-3 forwards are collective); rank 0 logs
             values = {f"valid_{k}": v for k, v in self.valid_fn().items()}
         self.module.train(was_training)
-        self.run.log_metrics(self.stage, step, values)
+        if dist.is_main():
+            self.run.log_metrics(self.stage, step, values)
         return values
+
+    def _check_norm(self, step: int, gnorm: float) -> None:
+        if not math.isfinite(gnorm):
+            self._fail(step, torch.tensor(gnorm), {"grad_norm": gnorm})
 
     def _fail(self, step: int, loss: Tensor, parts: dict[str, float]) -> None:
         found = self.ckpt.latest()

@@ -1,0 +1,189 @@
+"""DeepSpeed for the trainer: its JSON config from the pipeline config, the engines, safe checkpoint loads.
+
+What the trainer hands DeepSpeed, and why:
+
+* the generated config holds the batch geometry (``train_micro_batch_size_per_gpu`` = the stage's
+  ``batch_size`` / processes, ``gradient_accumulation_steps`` = ``grad_accum``), the clipping norm,
+  the ZeRO stage, offload and precision. A user JSON (``runtime.deepspeed_config``) is merged over
+  it, but may not set what the stage's ``train`` section owns (batch, accumulation, clipping,
+  optimizer, scheduler): one source of truth for those;
+* a ``torch.optim.AdamW`` built by the trainer (no optimizer in the DeepSpeed config: that would
+  compile a fused op, ~65 s on CPU, and change the update rule); the learning rate is set every
+  step from ``lr_at``, the same schedule as the plain PyTorch path;
+* ``bf16`` means ``torch.autocast`` (fp32 master weights and optimizer, bf16 matmuls), which runs on
+  CPU and GPU; ``fp16`` is DeepSpeed's fp16 mode with loss scaling (GPU only).
+
+Checkpoint files are DeepSpeed's own (``engine.save_checkpoint``: one model file, one optimizer
+shard per rank). DeepSpeed reads them back with a full unpickler; here they are read with
+``torch.load(weights_only=True)`` and an allow-list of the few DeepSpeed classes they contain, so
+a tampered checkpoint can't run code.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mamba4net.core.errors import ConfigError, DataError
+
+# keys of a user DeepSpeed JSON that the pipeline config owns (train.<stage>)
+OWNED_KEYS = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps",
+              "gradient_clipping", "optimizer", "scheduler")
+
+
+def read_user_config(path: str) -> dict[str, Any]:
+    """A DeepSpeed JSON file as a dict; ``ValueError`` (one line) when unusable."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ValueError(f"DeepSpeed config file not found: {file}")
+    try:
+        data = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{file}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{file}: expected a JSON object, got {type(data).__name__}")
+    owned = [k for k in OWNED_KEYS if k in data]
+    if owned:
+        raise ValueError(f"{file}: sets {', '.join(owned)}, which come from train.<stage> "
+                         "(batch_size, grad_accum, clip_norm, lr schedule); remove them")
+    return data
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def build_config(train, runtime, world: int, device: torch.device) -> dict[str, Any]:
+    """The DeepSpeed config of one training stage (``train``: TrainParams, ``runtime``: RuntimeParams)."""
+    if train.batch_size % world:
+        raise ConfigError(f"batch_size {train.batch_size} can't be split evenly over {world} processes: "
+                          f"make it a multiple of {world}")
+    if runtime.precision == "fp16" and device.type != "cuda":
+        raise ConfigError("runtime.precision fp16 needs a CUDA device (use bf16 or fp32 on CPU)")
+    zero: dict[str, Any] = {"stage": runtime.zero_stage}
+    if runtime.offload == "cpu":
+        zero["offload_optimizer"] = {"device": "cpu"}
+        if runtime.zero_stage == 3:
+            zero["offload_param"] = {"device": "cpu"}
+    cfg: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": train.batch_size // world,
+        "gradient_accumulation_steps": train.grad_accum,
+        "train_batch_size": train.batch_size * train.grad_accum,
+        "zero_optimization": zero,
+        "zero_allow_untested_optimizer": True,  # a torch AdamW, see the module docstring
+        "steps_per_print": 2**31 - 1,  # the trainer logs
+        "wall_clock_breakdown": False,
+    }
+    if train.clip_norm is not None:
+        cfg["gradient_clipping"] = train.clip_norm
+    if runtime.precision == "bf16":
+        cfg["torch_autocast"] = {"enabled": True, "dtype": "bfloat16"}
+    elif runtime.precision == "fp16":
+        cfg["fp16"] = {"enabled": True, "auto_cast": True}
+    if runtime.deepspeed_config:
+        try:
+            cfg = _merge(cfg, read_user_config(runtime.deepspeed_config))
+        except ValueError as exc:
+            raise ConfigError(f"runtime.deepspeed_config: {exc}") from None
+    return cfg
+
+
+def inference_config(runtime) -> dict[str, Any]:
+    """ZeRO-3 without an optimizer: every rank holds 1/N of the frozen teacher's weights."""
+    zero: dict[str, Any] = {"stage": 3}
+    if runtime.offload == "cpu":
+        zero["offload_param"] = {"device": "cpu"}
+    return {"train_micro_batch_size_per_gpu": 1, "zero_optimization": zero, "steps_per_print": 2**31 - 1}
+
+
+# -- checkpoints read without a full unpickler ----------------------------------------------------
+def _allowed_globals() -> list:
+    # plain records of numbers (what DeepSpeed pickles besides tensors, dicts and lists)
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
+
+
+def safe_load(path: str, map_location=None):
+    """``torch.load(weights_only=True)`` with DeepSpeed's checkpoint classes allowed, nothing else."""
+    try:
+        with torch.serialization.safe_globals(_allowed_globals()):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # unpickling errors come in many types; name the file, in one line
+        text = str(exc)
+        why = re.search(r"Unsupported global: GLOBAL [\w.]+", text)  # a class outside the allow-list
+        first = why.group(0) if why else (text.strip().splitlines() or [type(exc).__name__])[0]
+        raise DataError(f"{path}: unreadable DeepSpeed checkpoint ({first[:200]})") from None
+
+
+def _use_safe_loads(engine) -> None:
+    from deepspeed.runtime.checkpoint_engine import TorchCheckpointEngine
+
+    class SafeTorchCheckpointEngine(TorchCheckpointEngine):
+        def load(self, path: str, map_location=None):
+            return safe_load(path, map_location)
+
+    current = engine.checkpoint_engine
+    if type(current) is not TorchCheckpointEngine:  # a user chose another engine: leave it alone
+        return
+    safe = SafeTorchCheckpointEngine.__new__(SafeTorchCheckpointEngine)
+    safe.__dict__.update(current.__dict__)
+    engine.checkpoint_engine = safe
+
+
+# -- engines ------------------------------------------------------------------------------------------
+def training_engine(module: nn.Module, optimizer: torch.optim.Optimizer, config: dict[str, Any]):
+    """``deepspeed.initialize`` on the trainable module with the trainer's AdamW."""
+    import deepspeed
+
+    engine, *_ = deepspeed.initialize(model=module, optimizer=optimizer, config=config)
+    _use_safe_loads(engine)
+    return engine
+
+
+def inference_engine(module: nn.Module, runtime) -> nn.Module:
+    """Shard a frozen module with ZeRO-3; call the returned module as before (on every rank)."""
+    import deepspeed
+
+    engine, *_ = deepspeed.initialize(model=module, config=inference_config(runtime))
+    engine.module.eval()
+    return engine.module
+
+
+def full_state(engine, part: nn.Module, trainable_only: bool) -> dict[str, torch.Tensor]:
+    """Whole fp32 tensors of ``part`` (a sub-module of the engine's model), gathered from every rank.
+
+    Trainable parameters come from the optimizer's fp32 master copy (what ``zero_to_fp32``
+    reconstructs from a checkpoint), frozen ones from the model. Collective: call on every rank.
+    """
+    import deepspeed
+    from deepspeed.utils import safe_get_full_fp32_param
+
+    out: dict[str, torch.Tensor] = {}
+    params = dict(part.named_parameters())
+    frozen = [p for p in params.values() if not p.requires_grad]
+    for name, p in params.items():
+        if p.requires_grad:
+            full = safe_get_full_fp32_param(p)
+            out[name] = (full if full is not None else p.detach()).detach().float().cpu().clone()
+    if not trainable_only:
+        zero3 = engine.zero_optimization_partition_weights()
+        with deepspeed.zero.GatheredParameters(frozen, enabled=zero3 and bool(frozen)):
+            for name, p in params.items():
+                if not p.requires_grad:
+                    out[name] = p.detach().cpu().clone()
+        for name, b in part.named_buffers():
+            out[name] = b.detach().cpu().clone()
+        order = list(part.state_dict().keys())  # the plain state_dict's order and names
+        out = {k: out[k] for k in order if k in out}
+    return {k: v.contiguous() for k, v in out.items()}
