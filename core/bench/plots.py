@@ -42,6 +42,18 @@ def _lines(ax, series: dict, scale: float = 1.0) -> None:
                 label=f"{role}, batch {b}")
 
 
+def _slope_guides(ax, series: dict) -> None:
+    """Faint reference lines of slope 1 (linear) and 2 (quadratic) through the lowest point."""
+    pts = [p for v in series.values() for p in v]
+    xs = sorted({x for x, _ in pts})
+    if len(xs) < 2:
+        return
+    x0, y0 = min(pts, key=lambda p: (p[0], p[1]))
+    for power, label in ((1, "slope 1 (linear)"), (2, "slope 2 (quadratic)")):
+        ax.plot(xs, [y0 * (x / x0) ** power for x in xs], color="gray", alpha=0.4,
+                linestyle="--" if power == 1 else ":", label=label)
+
+
 def plot_throughput(bench: dict, path: Path) -> bool:
     series = _by_role_batch(bench.get("throughput", []), "tokens_per_s")
     if not series:
@@ -51,7 +63,9 @@ def plot_throughput(bench: dict, path: Path) -> bool:
     _lines(axes[0], series)
     axes[0].set_title("throughput (input tokens / s)")
     axes[0].set_ylabel("tokens / s")
-    _lines(axes[1], _by_role_batch(bench.get("throughput", []), "median_ms"))
+    times = _by_role_batch(bench.get("throughput", []), "median_ms")
+    _lines(axes[1], times)
+    _slope_guides(axes[1], times)
     axes[1].set_title("time per forward pass: slope 1 = linear, 2 = quadratic")
     axes[1].set_ylabel("ms")
     for ax in axes:
