@@ -105,7 +105,7 @@ def test_streaming_student_decides_like_re_encoding(tiny_student, layout):
     model = NetModel(enc, tiny_student, PolicyHead(d, enc.tokens_per_decision, hidden=8)).eval()
     assert can_stream(model)
     states, _, rewards = _pool(E=5, T=12, seed=3)
-    kw = dict(window=48, return_scale=10.0, target_return=30.0)
+    kw = dict(window=47, return_scale=10.0, target_return=30.0)
     streamed = SequencePolicy(model, mode="stream", **kw)
     reencoded = SequencePolicy(model, mode="reencode", **kw)
     np.testing.assert_array_equal(_play(streamed, states, rewards), _play(reencoded, states, rewards))
@@ -130,4 +130,4 @@ def test_teacher_cannot_stream_and_says_so(tiny_teacher):
     if can_stream(model):
         pytest.skip("this teacher backbone has a recurrent step")
     with pytest.raises(ValueError, match="reencode"):
-        SequencePolicy(model, mode="stream", window=48, return_scale=10.0, target_return=1.0)
+        SequencePolicy(model, mode="stream", window=47, return_scale=10.0, target_return=1.0)

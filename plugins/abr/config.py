@@ -47,9 +47,10 @@ class ABRParams(_Strict):
     data_dir: str | None = None  # None: default_data_dir() (../shared/data or $MAMBA4NET_DATA)
     valid_fraction: float = Field(0.15, gt=0, lt=1)  # FCC source traces held out of fcc-train
     split_seed: int = 0
-    # decisions per training sample; 48 = whole episodes, so the streaming student sees at test
-    # time exactly the context it was trained on. The teacher re-encodes its last `window` decisions.
-    window: int = Field(48, ge=1, le=48)
+    # decisions per training sample; None = whole episodes (47 decisions), so the streaming student
+    # sees at test time exactly the context it was trained on. The teacher re-encodes its last
+    # `window` decisions (all of them with None).
+    window: int | None = Field(None, ge=1, le=47)
     token_layout: Literal["separate", "fused"] = "separate"
     return_scale: float = Field(10.0, gt=0)  # return-to-go is fed divided by this
     # return the policy is conditioned on at the first decision; None: the pool's best episode

@@ -7,8 +7,8 @@ A sample is ``window`` consecutive decisions of one episode, starting at ``t0``:
     actions[t]   = the bitrate index the behaviour policy chose
     timesteps[t] = t0 + t;   prev_action = actions[t0 - 1] (N_ACTIONS at the episode start)
 
-With ``window = 48`` every sample is a whole episode. With a shorter window every start
-``0 .. 48 - window`` of every episode is a sample.
+With ``window = None`` (or T) every sample is a whole episode of T decisions. With a shorter
+window every start ``0 .. T - window`` of every episode is a sample.
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ class PoolWindows:
     """A split of the ABR task for the trainer (``TaskData``): windows over an experience pool."""
 
     def __init__(self, states: np.ndarray, actions: np.ndarray, rewards: np.ndarray, *,
-                 window: int, return_scale: float):
+                 window: int | None, return_scale: float):
         E, T = actions.shape
+        window = T if window is None else window
         if states.shape[:2] != (E, T) or rewards.shape != (E, T):
             raise ValueError(f"pool arrays disagree: states {states.shape}, actions {actions.shape}, rewards {rewards.shape}")
         if not 1 <= window <= T:

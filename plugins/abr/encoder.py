@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 N_ACTIONS = 6  # bitrate levels
-N_STEPS = 48  # decisions per episode (video chunks)
+N_STEPS = 48  # timestep embeddings: one per video chunk (an episode decides chunks 1..47)
 SCALAR_ROWS = (0, 1, 5)  # last bitrate, buffer, chunks left: the last column holds the value
 SERIES_ROWS = (2, 3, 4)  # throughput history, delay history, next chunk sizes
 

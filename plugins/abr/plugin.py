@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from mamba4net.core.hookspecs import hookimpl
 
+from .baselines.config import BBAParams, PensieveParams, RateBasedParams, RobustMPCParams
 from .config import ABRParams, PolicyHeadParams, StateEncoderParams
 
 
@@ -46,3 +47,33 @@ def mamba4net_register_heads(register):
 
 
 # --- baselines (rule policies and the learned Pensieve policy) ---------------------------------
+def build_bba(params: BBAParams, *, task):
+    from .baselines.bba import BBA
+
+    return BBA(params.reservoir_s, params.cushion_s)
+
+
+def build_robust_mpc(params: RobustMPCParams, *, task):
+    from .baselines.mpc import RobustMPC
+
+    return RobustMPC(params.horizon, params.past, params.max_jump, params.genet_sizes)
+
+
+def build_rate_based(params: RateBasedParams, *, task):
+    from .baselines.rate_based import RateBased
+
+    return RateBased(params.past, params.safety)
+
+
+def build_pensieve(params: PensieveParams, *, task):
+    from .baselines.pensieve import Pensieve
+
+    return Pensieve(params)
+
+
+@hookimpl
+def mamba4net_register_baselines(register):
+    register("bba", build_bba, params=BBAParams, task="abr")
+    register("robust_mpc", build_robust_mpc, params=RobustMPCParams, task="abr")
+    register("rate_based", build_rate_based, params=RateBasedParams, task="abr")
+    register("pensieve", build_pensieve, params=PensieveParams, task="abr")

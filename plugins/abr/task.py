@@ -37,10 +37,12 @@ POOL_FORMAT = 1
 EVAL_POOL = {"policies": ["bba", "robust_mpc"], "passes": 1, "noise": False, "epsilon": 0.0, "seed": 0}
 
 
-def _rule_policy(name: str):
+def _rule_policy(name: str, task: "ABRTask"):
     from .baselines import BBA, RateBased, RobustMPC
 
-    return {"bba": BBA, "robust_mpc": RobustMPC, "rate_based": RateBased}[name]()
+    policy = {"bba": BBA, "robust_mpc": RobustMPC, "rate_based": RateBased}[name]()
+    policy.fit(task)
+    return policy
 
 
 class ABRTask:
@@ -115,7 +117,7 @@ class ABRTask:
             log.info("abr: experience pool %s (%d episodes)", path, len(pool.actions))
         else:
             t0 = time.perf_counter()
-            policies = {name: _rule_policy(name) for name in spec["policies"]}
+            policies = {name: _rule_policy(name, self) for name in spec["policies"]}
             pool = generate_pool(
                 lambda seed: self.env(split, noise=spec["noise"], seed=seed), policies,
                 passes=spec["passes"], epsilon=spec["epsilon"], seed=spec["seed"],
@@ -158,7 +160,7 @@ class ABRTask:
             return predictor
         from .policy import SequencePolicy
 
-        return SequencePolicy(predictor, window=self.params.window, return_scale=self.params.return_scale,
+        return SequencePolicy(predictor, window=self.params.window or 10**9, return_scale=self.params.return_scale,
                               target_return=self.target_return, mode=mode)
 
     def evaluate(self, predictor: Any, split: str = "test") -> dict[str, Any]:

@@ -1,0 +1,133 @@
+"""Experience pools: trajectories of baseline policies, stored without pickle.
+
+On disk a pool is two files side by side:
+
+* ``<name>.safetensors`` — ``states`` float32 (E, T, 6, 6) (the Pensieve state before each
+  decision), ``actions`` int64 (E, T), ``rewards`` float32 (E, T) (the QoE of the chunk that
+  decision fetched), ``dones`` bool (E, T) (True at an episode's last decision);
+* ``<name>.json`` — ``{"format": 1, "meta": {...how it was made...}, "policy": [E names],
+  "trace": [E trace names]}``.
+
+E episodes of T = 47 decisions (chunks 1..47; chunk 0 is fetched before any decision).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from mamba4net.core.checkpoint import load_tensors, save_tensors
+from mamba4net.core.errors import DataError
+from mamba4net.core.progress import progress_bar
+
+from .rollout import rollout
+from .sim import AbrEnv
+
+FORMAT = 1
+ARRAYS = ("states", "actions", "rewards", "dones")
+
+
+@dataclass
+class ExperiencePool:
+    states: np.ndarray  # (E, T, 6, S) float32
+    actions: np.ndarray  # (E, T) int64
+    rewards: np.ndarray  # (E, T) float32
+    dones: np.ndarray  # (E, T) bool
+    policy: list[str]
+    trace: list[str]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``path`` (.safetensors) and its .json sidecar, each atomically."""
+        path = Path(path).with_suffix(".safetensors")
+        tensors = {k: torch.from_numpy(np.ascontiguousarray(getattr(self, k))) for k in ARRAYS}
+        save_tensors(path, tensors)
+        side = path.with_suffix(".json")
+        tmp = side.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps({"format": FORMAT, "meta": self.meta, "policy": self.policy, "trace": self.trace}))
+        tmp.replace(side)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ExperiencePool":
+        path = Path(path).with_suffix(".safetensors")
+        side = path.with_suffix(".json")
+        try:
+            info = json.loads(side.read_text())
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{side}: unreadable experience-pool sidecar ({exc})") from None
+        if info.get("format") != FORMAT:
+            raise DataError(f"{side}: experience-pool format {info.get('format')!r}, expected {FORMAT}")
+        try:
+            tensors = load_tensors(path)
+        except Exception as exc:  # safetensors raises several types on a corrupt file
+            raise DataError(f"{path}: unreadable experience pool ({exc})") from None
+        missing = [k for k in ARRAYS if k not in tensors]
+        if missing:
+            raise DataError(f"{path}: experience pool lacks {', '.join(missing)}")
+        arrays = {k: tensors[k].numpy() for k in ARRAYS}
+        E, T = arrays["actions"].shape
+        if arrays["states"].shape[:2] != (E, T) or arrays["rewards"].shape != (E, T) or len(info["policy"]) != E:
+            raise DataError(f"{path}: experience-pool arrays disagree in shape")
+        if not np.isfinite(arrays["rewards"]).all() or not np.isfinite(arrays["states"]).all():
+            raise DataError(f"{path}: experience pool holds non-finite values")
+        return cls(**arrays, policy=list(info["policy"]), trace=list(info["trace"]), meta=info.get("meta", {}))
+
+
+class EpsilonGreedy:
+    """Plays ``policy`` but takes a uniformly random quality with probability ``epsilon``."""
+
+    def __init__(self, policy, epsilon: float, seed: int):
+        self.policy, self.epsilon = policy, epsilon
+        self.rng = np.random.default_rng(seed)
+
+    def reset(self, n: int) -> None:
+        self.policy.reset(n)
+
+    def act(self, obs) -> np.ndarray:
+        actions = np.asarray(self.policy.act(obs))
+        explore = self.rng.random(actions.shape) < self.epsilon
+        return np.where(explore, self.rng.integers(0, 6, actions.shape), actions).astype(np.int64)
+
+
+def generate_pool(make_env: Callable[[int], AbrEnv], policies: dict[str, Any], *, passes: int = 1,
+                  epsilon: float = 0.0, seed: int = 0, progress: bool = True) -> ExperiencePool:
+    """Every policy plays every trace of ``make_env(seed)`` once per pass (a new seed per pass:
+    other start points and noise). Passes after the first explore with ``epsilon`` (if > 0)."""
+    parts: dict[str, list] = {k: [] for k in ARRAYS}
+    names, traces = [], []
+    bar = progress_bar(total=passes * len(policies), desc="experience pool", enabled=progress)
+    for k in range(passes):
+        for j, (name, policy) in enumerate(policies.items()):
+            env = make_env(seed * 1000 + k)
+            player = EpsilonGreedy(policy, epsilon, seed * 1000 + 100 * k + j) if k > 0 and epsilon > 0 else policy
+            rec: dict[str, list] = {"states": [], "actions": [], "rewards": []}
+
+            def record(obs, actions, reward, info, rec=rec):
+                rec["states"].append(obs.pensieve_state())
+                rec["actions"].append(actions)
+                rec["rewards"].append(reward)
+
+            rollout(env, player, on_decision=record)
+            parts["states"].append(np.stack(rec["states"], 1).astype(np.float32))
+            parts["actions"].append(np.stack(rec["actions"], 1).astype(np.int64))
+            rewards = np.stack(rec["rewards"], 1).astype(np.float32)
+            parts["rewards"].append(rewards)
+            dones = np.zeros(rewards.shape, dtype=bool)
+            dones[:, -1] = True
+            parts["dones"].append(dones)
+            label = name if player is policy else f"{name}+eps{epsilon:g}"
+            names += [label] * env.n
+            traces += env.trace_names
+            bar.update(1)
+    bar.close()
+    meta = {"policies": list(policies), "passes": passes, "epsilon": epsilon, "seed": seed}
+    return ExperiencePool(**{k: np.concatenate(v) for k, v in parts.items()}, policy=names, trace=traces, meta=meta)
