@@ -143,11 +143,12 @@ def shard_of(n: int) -> tuple[int, int]:
 
 # -- the local launcher ----------------------------------------------------------------------------
 def launch_local(cmd: Sequence[str], nproc: int, env: dict[str, str] | None = None,
-                 poll_s: float = 0.2) -> int:
+                 poll_s: float = 0.2, timeout_s: float | None = None) -> int:
     """Run ``cmd`` as ``nproc`` ranks on this machine (torchrun's variables, a free port).
 
     Returns 0 when every rank succeeds. When one rank fails, the others are stopped (they would
-    otherwise wait in a collective until gloo's 30-minute timeout) and its exit code is returned.
+    otherwise wait in a collective until gloo's 30-minute timeout) and its exit code is returned
+    (128 + s for a rank killed by signal s). Past ``timeout_s`` every rank is stopped: 124.
     Rank 0 keeps the terminal's progress bars; the other ranks log warnings only.
     """
     if nproc < 1:
@@ -158,8 +159,13 @@ def launch_local(cmd: Sequence[str], nproc: int, env: dict[str, str] | None = No
     procs = []
     for r in range(nproc):
         procs.append(subprocess.Popen(list(cmd), env={**base, "RANK": str(r), "LOCAL_RANK": str(r)}))
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     try:
         while True:
+            if deadline is not None and time.monotonic() > deadline:
+                log.error("ranks still running after %.0f s; stopping them", timeout_s)
+                _stop(procs)
+                return 124
             codes = [p.poll() for p in procs]
             failed = [(r, c) for r, c in enumerate(codes) if c not in (None, 0)]
             if failed:

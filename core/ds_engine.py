@@ -22,6 +22,7 @@ a tampered checkpoint can't run code.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ import torch
 from torch import nn
 
 from mamba4net.core.errors import ConfigError, DataError
+
+log = logging.getLogger("mamba4net")
 
 # keys of a user DeepSpeed JSON that the pipeline config owns (train.<stage>)
 OWNED_KEYS = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps",
@@ -157,6 +160,9 @@ def inference_engine(module: nn.Module, runtime) -> nn.Module:
 
     engine, *_ = deepspeed.initialize(model=module, config=inference_config(runtime))
     engine.module.eval()
+    held = sum(p.ds_tensor.numel() for p in engine.module.parameters())
+    full = sum(p.ds_numel for p in engine.module.parameters())
+    log.info("teacher sharded with ZeRO-3: this rank holds %d of its %d parameters", held, full)
     return engine.module
 
 
