@@ -86,8 +86,12 @@ SCAN_SHAPES = [
 ]
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("shape", SCAN_SHAPES)
+SCAN_CASES = [(shape, torch.float32) for shape in SCAN_SHAPES] + [
+    (SCAN_SHAPES[0], torch.bfloat16), (SCAN_SHAPES[3], torch.bfloat16)
+]
+
+
+@pytest.mark.parametrize("shape, dtype", SCAN_CASES)
 def test_ssd_scan_triton_forward_backward_match_ref(tk, shape, dtype):
     b, l, h, p, g, n, q = shape
     inputs = _ssd_inputs(b, l, h, p, g, n, dtype, seed=l, d_shape="h" if g < 4 else "hp")
