@@ -130,9 +130,12 @@ def _comparators(op: str) -> dict[str, Callable]:
     """Implementations outside the registry measured alongside (same inputs, same semantics)."""
     if op != "ssd_scan":
         return {}
+    import inspect
+
     from transformers.models.mamba2.modeling_mamba2 import mamba2_chunk_scan
 
-    return {"transformers_mamba2_torch": mamba2_chunk_scan}
+    # unwrapped: transformers swaps in mamba-ssm's kernel where installed; this is its torch path
+    return {"transformers_mamba2_torch": inspect.unwrap(mamba2_chunk_scan)}
 
 
 def run_case(op, label, make, train, device, args) -> list[dict]:
