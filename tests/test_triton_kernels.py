@@ -2,15 +2,20 @@
 Triton's interpreter on the CPU (``TRITON_INTERPRET=1``): forward and backward, odd lengths, fp32 and
 bf16, explicit tolerances. Tiny shapes: the interpreter executes every program in numpy.
 
-The interpreter is switched on for this module only (a module fixture sets the variable, imports the
-kernel modules, and restores the environment), so the rest of the suite keeps the PyTorch kernels.
+Triton decides between compiling and interpreting when its modules (and ours) are first imported,
+and other test modules import it earlier (through transformers). So the cases below run in a child
+pytest process started with ``TRITON_INTERPRET=1`` by ``test_triton_kernels_under_the_interpreter``;
+the rest of the suite keeps the PyTorch kernels. With the variable already set (the child, or a
+run of the whole suite under the interpreter) they run in-process.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,11 +24,12 @@ import torch.nn.functional as F
 from mamba4net.plugins.hybrid_mamba.ssd import ssd_scan_ref, ssd_step
 from mamba4net.plugins.losses.terms import kd_loss_ref
 
-KERNEL_MODULES = [
-    "mamba4net.plugins.triton_kernels.ssd_scan",
-    "mamba4net.plugins.triton_kernels.ssd_step",
-    "mamba4net.plugins.triton_kernels.kd_loss",
-]
+INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
+needs_interpreter = pytest.mark.skipif(
+    not INTERPRETING, reason="run under TRITON_INTERPRET=1 by test_triton_kernels_under_the_interpreter"
+)
+
+KERNEL_MODULES = ["ssd_scan", "ssd_step", "kd_loss"]
 
 # (atol, rtol) on outputs and gradients. The kernels compute in fp32 like the references; fp32
 # differences are summation order only. bf16: inputs are rounded identically for both sides, the
@@ -31,26 +37,27 @@ KERNEL_MODULES = [
 TOL = {torch.float32: (1e-4, 1e-4), torch.bfloat16: (2e-2, 2e-2)}
 
 
+@pytest.mark.skipif(INTERPRETING, reason="already under the interpreter: the cases run in-process")
+def test_triton_kernels_under_the_interpreter():
+    """Every case of this module, in a child process started with TRITON_INTERPRET=1."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(Path(__file__).resolve())],
+        cwd=root, env=env, capture_output=True, text=True, timeout=900,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"Triton kernel cases failed under the interpreter:\n{out[-6000:]}"
+    assert " passed" in out and "skipped" in out  # the cases ran; only this runner was skipped
+
+
 @pytest.fixture(scope="module")
 def tk():
-    """The kernel modules, imported with the interpreter on; the environment is restored after."""
-    old = os.environ.get("TRITON_INTERPRET")
-    os.environ["TRITON_INTERPRET"] = "1"
-    try:
-        mods = {}
-        for name in KERNEL_MODULES:
-            mod = sys.modules.get(name)
-            # a module imported earlier without the interpreter holds compiled-mode kernels
-            mods[name.rsplit(".", 1)[1]] = importlib.reload(mod) if mod else importlib.import_module(name)
-        yield mods
-    finally:
-        from mamba4net.core.kernels import set_kernel_overrides
+    """The kernel modules (imported under the interpreter); kernel choices are reset after."""
+    from mamba4net.core.kernels import set_kernel_overrides
 
-        set_kernel_overrides(None)  # forget any choice made while the interpreter was on
-        if old is None:
-            os.environ.pop("TRITON_INTERPRET", None)
-        else:
-            os.environ["TRITON_INTERPRET"] = old
+    yield {name: importlib.import_module(f"mamba4net.plugins.triton_kernels.{name}") for name in KERNEL_MODULES}
+    set_kernel_overrides(None)
 
 
 def _close(actual, expected, dtype, what):
@@ -91,6 +98,7 @@ SCAN_CASES = [(shape, torch.float32) for shape in SCAN_SHAPES] + [
 ]
 
 
+@needs_interpreter
 @pytest.mark.parametrize("shape, dtype", SCAN_CASES)
 def test_ssd_scan_triton_forward_backward_match_ref(tk, shape, dtype):
     b, l, h, p, g, n, q = shape
@@ -113,6 +121,7 @@ def test_ssd_scan_triton_forward_backward_match_ref(tk, shape, dtype):
         _close(got / scale, want / scale, dtype, name)
 
 
+@needs_interpreter
 def test_ssd_scan_triton_without_optional_inputs(tk):
     """No D, no initial state, only y returned: forward and the gradient of x."""
     x, dt, A, B, C, _, _ = _ssd_inputs(1, 19, 2, 4, 1, 4, torch.float32, seed=3, with_init=False)
@@ -126,6 +135,7 @@ def test_ssd_scan_triton_without_optional_inputs(tk):
     _close(gx, gx_ref, torch.float32, "dx")
 
 
+@needs_interpreter
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("b, h, p, g, n", [(2, 4, 3, 2, 5), (1, 2, 16, 1, 32)])
 def test_ssd_step_triton_matches_ref(tk, dtype, b, h, p, g, n):
@@ -151,6 +161,7 @@ def test_ssd_step_triton_matches_ref(tk, dtype, b, h, p, g, n):
 KD_CASES = [((1, 7), 1.0), ((2, 3, 37), 2.0), ((3, 5000), 4.0)]
 
 
+@needs_interpreter
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("shape, temperature", KD_CASES)
 def test_kd_loss_triton_matches_ref(tk, shape, temperature, dtype):
@@ -168,6 +179,7 @@ def test_kd_loss_triton_matches_ref(tk, shape, temperature, dtype):
     assert results[0][1].dtype == dtype
 
 
+@needs_interpreter
 def test_kd_loss_triton_detached_teacher_and_shape_check(tk):
     s = torch.randn(4, 9, requires_grad=True)
     t = torch.randn(4, 9)
@@ -183,6 +195,7 @@ def test_kd_loss_triton_detached_teacher_and_shape_check(tk):
         tk["kd_loss"].kd_loss_triton(s, t[:, :5], 2.0)
 
 
+@needs_interpreter
 def test_registry_picks_triton_under_the_interpreter(tk):
     from mamba4net.core.kernels import available_kernels, resolve_kernel, set_kernel_overrides
 
@@ -195,6 +208,7 @@ def test_registry_picks_triton_under_the_interpreter(tk):
     set_kernel_overrides(None)
 
 
+@needs_interpreter
 def test_student_with_the_triton_scan_matches_the_reference(tk):
     """The tiny hybrid student forced onto the Triton scan and step through runtime.kernels gives
     the reference scan's outputs and parameter gradients."""
