@@ -4,22 +4,22 @@ Implementations are registered by plugins (hook ``mamba4net_register_kernels``) 
 ``priority`` and an optional ``available(device) -> bool``. ``runtime.kernels: {op: name}`` in the
 config overrides the choice. Every choice is logged once per process.
 
-The ops the built-in plugins implement (every implementation of an op has the op's signature):
+The ops the built-in plugins implement; every implementation of an op has the op's signature.
+Implementations are listed best first, with their priority (and the device they need):
 
-=================  ==========================================================================  ==================================
-op                 call                                                                        implementations (priority)
-=================  ==========================================================================  ==================================
-``ssd_scan``       ``(x, dt, A, B, C, chunk_size, D=None, initial_states=None,                 ssd_scan_mamba_ssm (30, cuda),
-                   return_final_states=False) -> y | (y, final_states)``; x (b,l,h,p),         ssd_scan_triton (20),
-                   dt (b,l,h) after softplus, A (h,) < 0, B/C (b,l,g,n), states (b,h,p,n);      ssd_scan_torch_chunked (10),
-                   differentiable                                                              ssd_scan_torch_ref (0)
-``ssd_step``       ``(state, x, dt, A, B, C, D=None) -> (y, new_state)``; one token,           ssd_step_mamba_ssm (30, cuda),
-                   x (b,h,p), dt (b,h), B/C (b,g,n); never writes into ``state``               ssd_step_triton (20), ssd_step_torch (0)
-``causal_conv1d``  ``(x, weight, bias) -> out``: depthwise causal conv, x/out (b,l,c),        causal_conv1d_cuda (30, cuda),
-                   weight (c,k), bias (c,) or None                                             causal_conv1d_torch (0)
-``kd_loss``        ``(student_logits, teacher_logits, temperature) -> scalar``:                kd_loss_triton (20),
-                   T^2 * KL(softmax(t/T) || softmax(s/T)) averaged over leading dims           kd_loss_torch (0)
-=================  ==========================================================================  ==================================
+* ``ssd_scan(x, dt, A, B, C, chunk_size, D=None, initial_states=None, return_final_states=False)``
+  -> ``y`` or ``(y, final_states)``; x (b,l,h,p), dt (b,l,h) after softplus, A (h,) < 0,
+  B/C (b,l,g,n), D (h,) or (h,p), states (b,h,p,n); differentiable.
+  ssd_scan_mamba_ssm (30, cuda), ssd_scan_triton (20), ssd_scan_torch_chunked (10),
+  ssd_scan_torch_ref (0).
+* ``ssd_step(state, x, dt, A, B, C, D=None) -> (y, new_state)``: one token, x (b,h,p), dt (b,h),
+  B/C (b,g,n); never writes into ``state``.
+  ssd_step_mamba_ssm (30, cuda), ssd_step_triton (20), ssd_step_torch (0).
+* ``causal_conv1d(x, weight, bias) -> out``: depthwise causal conv, x/out (b,l,c), weight (c,k),
+  bias (c,) or None.  causal_conv1d_cuda (30, cuda), causal_conv1d_torch (0).
+* ``kd_loss(student_logits, teacher_logits, temperature) -> scalar``:
+  T^2 * KL(softmax(t/T) || softmax(s/T)) averaged over the leading dims; differentiable.
+  kd_loss_triton (20), kd_loss_torch (0).
 
 Triton kernels are available on CUDA devices, and on the CPU only under ``TRITON_INTERPRET=1`` (for
 tests). mamba-ssm's are available on CUDA where ``importlib.util.find_spec("mamba_ssm")`` finds it;

@@ -56,7 +56,8 @@ def tk():
     """The kernel modules (imported under the interpreter); kernel choices are reset after."""
     from mamba4net.core.kernels import set_kernel_overrides
 
-    yield {name: importlib.import_module(f"mamba4net.plugins.triton_kernels.{name}") for name in KERNEL_MODULES}
+    package = "mamba4net.plugins.triton_kernels"
+    yield {name: importlib.import_module(f"{package}.{name}") for name in KERNEL_MODULES}
     set_kernel_overrides(None)
 
 

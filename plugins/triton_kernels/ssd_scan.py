@@ -225,8 +225,10 @@ def _chunk_bwd_kernel(
     # y_i = sum_j CB_ij M_ij x_j + e_cs_i S0 C_i + D x_i ;  S_end = e^cs_last S0 + sum_j w_j x_j B_j^T
     dx = tl.dot(tl.trans(CB * M), dy, input_precision="ieee") + w[:, None] * dBx + Dh[None, :] * dy
     dCB = DYX * M  # dLoss/dCB_ij
-    dC = tl.dot(dCB, Bm, input_precision="ieee") + e_cs[:, None] * tl.dot(dy, S0, input_precision="ieee")
-    dB = tl.dot(tl.trans(dCB), Cm, input_precision="ieee") + w[:, None] * tl.dot(x, dS, input_precision="ieee")
+    dC = tl.dot(dCB, Bm, input_precision="ieee")
+    dC += e_cs[:, None] * tl.dot(dy, S0, input_precision="ieee")
+    dB = tl.dot(tl.trans(dCB), Cm, input_precision="ieee")
+    dB += w[:, None] * tl.dot(x, dS, input_precision="ieee")
     r = tl.sum(x * dBx, 1)  # (Q,): x_j . (dS B_j)
     Z = CB * decay * DYX  # (Q, Q): d/d(dt_j) of the intra term, before summing over i
     ddt = tl.sum(Z, 0) + tl.exp(cs_last - cs) * r
