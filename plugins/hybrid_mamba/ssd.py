@@ -26,6 +26,11 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
     return torch.promote_types(x.dtype, torch.float32)
 
 
+def _needs_grad(*tensors: Tensor | None) -> bool:
+    """Whether autograd will record this call (in-place shortcuts are only safe when it won't)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def _d_term(D: Tensor, x: Tensor) -> Tensor:
     """``D * x`` for D of shape (h,) or (h, p) and x of shape (..., h, p)."""
     return x * (D[:, None] if D.dim() == 1 else D).to(x.dtype)
@@ -117,9 +122,13 @@ def _ssd_scan_slab(
     #    y_i = sum_{j <= i} (C_i . B_j) exp(a_cs_i - a_cs_j) dt_j x_j  (+ D x_i on the diagonal)
     causal = torch.ones(q, q, dtype=torch.bool, device=x.device).tril()
     decay = a_cs[..., :, None] - a_cs[..., None, :]  # (b, c, h, q, q): [i, j]
-    decay = decay.masked_fill_(~causal, -torch.inf).exp_()  # 0 above the diagonal
     CB = C_c @ B_c.transpose(-1, -2)  # (b, c, g, q, q): [i, j] = C_i . B_j, shared by hg heads
-    scores = decay.view(b, c, g, hg, q, q) * CB[:, :, :, None]  # (b, c, g, hg, q, q)
+    if _needs_grad(x, dt, A, B, C, D, initial_states):
+        decay = decay.masked_fill_(~causal, -torch.inf).exp_()  # 0 above the diagonal
+        scores = decay.view(b, c, g, hg, q, q) * CB[:, :, :, None]  # (b, c, g, hg, q, q)
+    else:  # inference: in place, and clamp + multiply is cheaper than a broadcast masked_fill
+        decay = decay.clamp_max_(0.0).exp_().mul_(causal.to(ct))  # 0 above the diagonal
+        scores = decay.view(b, c, g, hg, q, q).mul_(CB[:, :, :, None])  # (b, c, g, hg, q, q)
     scores.mul_(dt_t.transpose(2, 3).reshape(b, c, g, hg, 1, q))  # * dt_j
     if D is not None and D.dim() == 1:  # the skip term D x_i rides on the diagonal
         scores.diagonal(dim1=-2, dim2=-1).add_(D.to(ct).view(g, hg, 1))
