@@ -193,3 +193,41 @@ def full_state(engine, part: nn.Module, trainable_only: bool) -> dict[str, torch
         order = list(part.state_dict().keys())  # the plain state_dict's order and names
         out = {k: out[k] for k in order if k in out}
     return {k: v.contiguous() for k, v in out.items()}
+
+
+# -- consolidation of a sharded checkpoint (offline, one process) -------------------------------------
+class _WeightsOnlyTorch:
+    """``torch`` as seen by DeepSpeed's ``zero_to_fp32``, except that ``load`` is :func:`safe_load`."""
+
+    def __getattr__(self, name: str):
+        return getattr(torch, name)
+
+    @staticmethod
+    def load(f, map_location=None, **_ignored):  # weights_only=False, mmap=True: not honoured
+        return safe_load(str(f), map_location)
+
+
+def consolidate(tag_dir: str | Path, prefix: str = "model.") -> dict[str, torch.Tensor]:
+    """Whole fp32 weights from a sharded DeepSpeed checkpoint folder (``.../ds/step-000120``).
+
+    DeepSpeed's ``zero_to_fp32`` does the merging (ZeRO 1-3, any number of ranks), reading every
+    file through :func:`safe_load`. Only the tensors under ``prefix`` are kept, with the prefix cut:
+    with ``"model."`` the keys are those of the stage's model, as in ``final.safetensors``
+    (checkpoints hold trainable tensors only: frozen weights come from the earlier stage).
+    """
+    from deepspeed.utils import zero_to_fp32
+
+    tag_dir = Path(tag_dir)
+    if not tag_dir.is_dir():
+        raise DataError(f"{tag_dir}: no such DeepSpeed checkpoint folder")
+    saved = zero_to_fp32.torch
+    zero_to_fp32.torch = _WeightsOnlyTorch()
+    try:
+        state = zero_to_fp32.get_fp32_state_dict_from_zero_checkpoint(str(tag_dir.parent), tag=tag_dir.name)
+    except DataError:
+        raise
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
+        raise DataError(f"{tag_dir}: can't consolidate this DeepSpeed checkpoint ({exc})") from None
+    finally:
+        zero_to_fp32.torch = saved
+    return {k[len(prefix):]: v.float().contiguous() for k, v in state.items() if k.startswith(prefix)}

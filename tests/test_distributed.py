@@ -14,13 +14,20 @@ import torch
 from safetensors.torch import load_file
 
 from mamba4net.core import distributed as dist
-from mamba4net.core.config import validate_data
+from mamba4net.core.config import deep_merge, validate_data
 from mamba4net.core.errors import ConfigError, DataError
 from mamba4net.testing.toy import tiny_pipeline_config
 
-NO_BENCH = {"strategy": {"name": "mamba4net", "benchmark": False}}
+# the toy pipeline without the benchmark stage; distillation accumulates 2 micro-batches per step
+BASE = {"strategy": {"name": "mamba4net", "benchmark": False}, "train": {"distill": {"grad_accum": 2}}}
+
+
+def _overrides(**extra):
+    return deep_merge(BASE, extra)
+
 
 # one rank of a toy run; rank 0 can SIGKILL itself right after a DeepSpeed checkpoint is complete
+# (having written, with the other ranks, the live fp32 weights of that moment beside the run)
 RANK = textwrap.dedent("""
     import json, logging, os, signal, sys
     out, overrides, resume, kill_at = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3] == "1", sys.argv[4]
@@ -34,10 +41,15 @@ RANK = textwrap.dedent("""
     if kill_at != "-":
         stage, step = kill_at.split(":")
         original = checkpoint.StageCheckpoints.save_deepspeed
-        def save_then_die(self, s, *a, **k):
-            path = original(self, s, *a, **k)
-            if self.dir.name == stage and s == int(step) and os.environ["RANK"] == "0":
-                os.kill(os.getpid(), signal.SIGKILL)
+        def save_then_die(self, s, engine, *a, **k):
+            path = original(self, s, engine, *a, **k)
+            if self.dir.name == stage and s == int(step):
+                from safetensors.torch import save_file
+                from mamba4net.core.ds_engine import full_state
+                live = full_state(engine, engine.module.model, trainable_only=True)  # every rank
+                if os.environ["RANK"] == "0":
+                    save_file(live, f"{out}.live.safetensors")
+                    os.kill(os.getpid(), signal.SIGKILL)
             return path
         checkpoint.StageCheckpoints.save_deepspeed = save_then_die
     reg = Registry(); reg.add_plugin(ToyPlugin(), name="toy"); set_default_registry(reg)
@@ -77,7 +89,7 @@ def torch_run(tmp_path_factory):
     reg = Registry()
     reg.add_plugin(ToyPlugin(), name="toy")
     root = tmp_path_factory.mktemp("torch") / "run"
-    run_pipeline(validate_data(tiny_pipeline_config(**NO_BENCH), registry=reg), root, registry=reg)
+    run_pipeline(validate_data(tiny_pipeline_config(**BASE), registry=reg), root, registry=reg)
     return root
 
 
@@ -174,7 +186,7 @@ def test_a_failing_rank_stops_the_others():
 # -- 2 processes against 1 -------------------------------------------------------------------------------
 def test_two_ranks_zero2_match_one_torch_process(tmp_path, torch_run):
     out = tmp_path / "ds"
-    assert _launch(tmp_path, out, {**NO_BENCH, "runtime": {"engine": "deepspeed", "zero_stage": 2}}) == 0
+    assert _launch(tmp_path, out, _overrides(runtime={"engine": "deepspeed", "zero_stage": 2})) == 0
     _assert_same_weights(torch_run, out, atol=1e-5)
     ref, got = _losses(torch_run), _losses(out)
     assert ref.keys() == got.keys()  # rank 0 alone logged, once per step
@@ -188,14 +200,21 @@ def test_two_ranks_zero2_match_one_torch_process(tmp_path, torch_run):
 
 def test_zero3_sharded_teacher_killed_then_resumed(tmp_path, torch_run):
     out = tmp_path / "ds3"
-    over = {**NO_BENCH, "runtime": {"engine": "deepspeed", "zero_stage": 3, "shard_teacher": True},
-            "train": {"distill": {"cache_teacher": True}}}
+    over = _overrides(runtime={"engine": "deepspeed", "zero_stage": 3, "shard_teacher": True},
+                      train={"distill": {"cache_teacher": True}})
     assert _launch(tmp_path, out, over, kill_at="distill:8") == 128 + 9  # rank 0 SIGKILLed
     stage = out / "checkpoints" / "distill"
     assert json.loads((stage / "latest.json").read_text()) == {"step": 8, "path": "ds/step-000008"}
     assert sorted(p.name for p in (stage / "ds" / "step-000008").glob("zero_pp_rank_*_optim_states.pt")) == [
         "zero_pp_rank_0_mp_rank_00_optim_states.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt"]
     assert not (out / "results.json").exists()
+    # offline consolidation of the sharded checkpoint = the weights the ranks held at that step
+    from mamba4net.core.ds_engine import consolidate
+
+    merged, live = consolidate(stage / "ds" / "step-000008"), load_file(str(tmp_path / "ds3.live.safetensors"))
+    assert live and set(live) <= set(merged)
+    for k in live:
+        assert torch.equal(merged[k], live[k]), k
     # the frozen teacher was sharded: each rank held part of it
     held = [line for line in (tmp_path / "ds3.rank0.log").read_text().splitlines() if "sharded with ZeRO-3" in line]
     n_held, n_full = (int(w) for w in held[0].split("holds ")[1].split(" parameters")[0].split(" of its "))
