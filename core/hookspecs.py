@@ -142,7 +142,8 @@ def mamba4net_register_kernels(register: Register) -> None:
     ``factory() -> callable`` implementing the op. Required meta:
 
     * ``op`` (str): the operation implemented, e.g. ``"ssd_scan"`` or ``"ssd_step"``;
-      every implementation of one op has the same call signature;
+      every implementation of one op has the same call signature (the built-in ops and their
+      signatures are listed in :mod:`mamba4net.core.kernels`);
     * ``priority`` (int): higher wins when several are available;
     * ``available`` (callable ``(device: str) -> bool``, optional): whether this implementation can
       run on the device type (``"cpu"``, ``"cuda"``); must not raise, may import lazily.
