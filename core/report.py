@@ -49,9 +49,9 @@ def efficiency_table(eff: dict) -> str:
     lines = ["| | teacher | student | student / teacher |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {_fmt(d) if d is not None else ''} |" for a, b, c, d in rows]
     setup = eff.get("setup", {})
-    extra = ""
+    extra = "\n"
     if t.get("lora_bytes") is not None:
-        extra += f"\nTeacher LoRA adapters alone: {_mib(t['lora_bytes'])}. "
+        extra += f"Teacher LoRA adapters alone: {_mib(t['lora_bytes'])}. "
     if t.get("adapter_bytes") is not None:
         extra += f"LoRA + encoder + head of the teacher: {_mib(t['adapter_bytes'])}. "
     if "batch_size" in t:

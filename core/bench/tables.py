@@ -37,8 +37,9 @@ def size_table(bench: dict) -> str:
         show = (lambda v: _num(v, fmt)) if fmt else mib
         lines.append(f"| {label} | {show(a)} | {show(b)} | {_num(ratio, '{:.4f}')} |")
     unused = t.get("unused_params")
-    note = (f"\n\\* unused: parameters the forward pass never reads (the teacher's token-embedding table, "
-            f"{unused:,} parameters: the task's encoders feed `inputs_embeds`).\n" if unused else "\n")
+    note = (f"\n\\* unused: {unused:,} teacher parameters its forward pass never reads, as the backbone "
+            f"reports them (an LLM fed `inputs_embeds` by the task's encoders: its token-embedding table).\n"
+            if unused else "\n")
     return "\n".join(lines) + "\n" + note
 
 
