@@ -272,6 +272,13 @@ def test_cli_bench_on_a_config(tiny_config, m4n_registry, tmp_path, capsys):
     assert (out / "bench.md").exists() and (out / "bench_throughput.png").exists()
     assert "student / teacher" in capsys.readouterr().out
     assert not (out / "checkpoints").exists()  # a config bench leaves no run skeleton behind
+    # one role alone: no ratios, no teacher rows
+    assert main(["bench", str(cfg), "--out", str(out), "--seq-lens", "8", "--history-lens", "4",
+                 "--batch-sizes", "1", "--roles", "student", "--no-progress"]) == 0
+    bench = json.loads((out / "bench.json").read_text())
+    assert bench["ratios"] == {} and list(bench["models"]) == ["student"]
+    assert {r["role"] for r in bench["throughput"]} == {"student"}
+    assert {r["series"] for r in bench["latency"]} == {STUDENT_STEP}
 
 
 @pytest.mark.parametrize("args, message", [
