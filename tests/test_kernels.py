@@ -134,6 +134,8 @@ def test_kd_loss_goes_through_the_registry_and_matches_a_direct_computation():
     # d/ds of T^2 mean KL = T (softmax(s/T) - softmax(t/T)) / rows
     torch.testing.assert_close(g, T * (torch.softmax(s / T, -1) - p_t) / 12, atol=1e-6, rtol=1e-5)
     assert kd_loss(t, t, T).abs() < 1e-6
+    with pytest.raises(ValueError, match=r"student logits \(3, 4, 11\) and teacher logits \(3, 4, 10\)"):
+        kd_loss(s, t[..., :10], T)
 
 
 def test_mixer_takes_its_conv_from_the_registry():

@@ -26,6 +26,11 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) 
     on GPUs, :func:`kd_loss_ref` otherwise (``runtime.kernels: {kd_loss: ...}`` overrides)."""
     from mamba4net.core.kernels import resolve_kernel
 
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            f"kd_loss: student logits {tuple(student_logits.shape)} and teacher logits "
+            f"{tuple(teacher_logits.shape)} differ in shape"
+        )
     return resolve_kernel("kd_loss", student_logits.device.type)(student_logits, teacher_logits, temperature)
 
 
