@@ -162,15 +162,16 @@ def plot_models(results: dict, path: Path) -> bool:
     return True
 
 
-def _bench_section(folder: Path) -> list[str]:
-    """Tables and plots of ``bench.json`` in ``folder`` (plots re-rendered from the JSON)."""
+def _bench_section(folder: Path, replot: bool) -> list[str]:
+    """Tables and plots of ``bench.json`` in ``folder`` (plots drawn from the JSON; with
+    ``replot=False`` those already there are kept)."""
     from mamba4net.core.bench.plots import plot_all
     from mamba4net.core.bench.tables import latency_table, setup_line, size_table, skipped_list, throughput_table
 
     bench = read_json(folder / "bench.json")
     if bench is None:
         return []
-    plots = plot_all(bench, folder)
+    plots = plot_all(bench, folder, keep_existing=not replot)
     parts = ["\n## Efficiency sweeps (bench.json)\n", setup_line(bench), "\n### Size\n", size_table(bench),
              "\n### Backbone throughput\n", throughput_table(bench),
              "\n### Streaming latency per decision\n", latency_table(bench)]
@@ -198,7 +199,7 @@ def read_json(path: Path) -> dict | None:
     return data
 
 
-def write_report(out: RunDir, results: dict, metrics: list[dict], title: str) -> Path:
+def write_report(out: RunDir, results: dict, metrics: list[dict], title: str, replot: bool = False) -> Path:
     parts = [f"# {title}\n", f"Task `{results['task']}`, split `{results['split']}`, metric "
              f"`{results['metric']}` ({'higher' if results['higher_is_better'] else 'lower'} is better).\n",
              "## Task quality\n", results_table(results)]
@@ -207,7 +208,7 @@ def write_report(out: RunDir, results: dict, metrics: list[dict], title: str) ->
     if "teacher" in results.get("models", {}) and "student" in results.get("models", {}):
         parts += ["\n## Teacher vs student (as in the paper's Fig. 3 and 4)\n", comparison_table(results)]
     parts += ["\n## Efficiency\n", efficiency_table(results.get("efficiency", {}))]
-    parts += _bench_section(out.root)
+    parts += _bench_section(out.root, replot)
     if metrics and plot_training(metrics, out.root / "training.png"):
         parts += ["\n## Training\n", "![training curves](training.png)\n"]
     atomic_write_text(out.report_path, "\n".join(parts))
@@ -232,4 +233,4 @@ def render_report(run_root: str | Path) -> Path:
     if missing:
         raise DataError(f"{run.results_path}: missing keys {', '.join(missing)}")
     title = f"Run {run.root.name}"
-    return write_report(run, results, run.read_metrics(), title)
+    return write_report(run, results, run.read_metrics(), title, replot=True)

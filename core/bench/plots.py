@@ -128,10 +128,11 @@ def plot_memory(bench: dict, path: Path) -> bool:
 PLOTS = {"bench_throughput.png": plot_throughput, "bench_latency.png": plot_latency, "bench_memory.png": plot_memory}
 
 
-def plot_all(bench: dict, folder: Path) -> list[Path]:
-    """Every plot that has data, written into ``folder``; returns the paths written."""
+def plot_all(bench: dict, folder: Path, keep_existing: bool = False) -> list[Path]:
+    """Every plot that has data, written into ``folder``; returns the plots' paths.
+    ``keep_existing``: a plot already in the folder is not drawn again."""
     written = []
     for name, fn in PLOTS.items():
-        if fn(bench, folder / name):
+        if (keep_existing and (folder / name).exists()) or fn(bench, folder / name):
             written.append(folder / name)
     return written
