@@ -172,6 +172,7 @@ def test_measure_all_structure_and_ratios(tiny_config, m4n_registry, tmp_path):
     bench = json.loads(json.dumps(bench))  # JSON-safe
     assert set(bench) >= {"version", "source", "setup", "plan", "models", "task_batch", "throughput", "latency", "ratios"}
     assert bench["setup"]["torch_threads"] == torch.get_num_threads() and bench["setup"]["teacher_lora_merged"]
+    assert "code_version" in bench["setup"] and bench["setup"]["memory_method"]
     rows = bench["throughput"]
     assert len(rows) == 2 * 2 * 2 and all(r["status"] == "ok" for r in rows)
     assert {(r["role"], r["batch_size"], r["seq_len"]) for r in rows} == {

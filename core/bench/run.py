@@ -44,6 +44,21 @@ def _load() -> list[float] | None:
         return None
 
 
+def _code_version() -> str | None:
+    """``git describe``-like id of the code measured (commit, "+dirty" with local edits), if known."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (commit + ("+dirty" if dirty else "")) if commit else None
+
+
 def setup_facts(device: torch.device, memory_method: str) -> dict:
     facts = {
         "device": str(device),
@@ -55,6 +70,7 @@ def setup_facts(device: torch.device, memory_method: str) -> dict:
         "memory_method": memory_method,
         "load_average_start": _load(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "code_version": _code_version(),
     }
     if device.type == "cuda":
         facts["gpu"] = torch.cuda.get_device_name(device)
