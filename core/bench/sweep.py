@@ -173,6 +173,7 @@ def latency_sweep(teacher: nn.Module | None, student: nn.Module | None, plan: Be
 
 
 def _latency_point(name, model, h, plan, device, budget, prefill_budget, reencode_ms) -> dict:
+    """One (series, history length) point: its timing row, or a skipped row with the reason."""
     d, dtype = model.d_model, input_dtype(model)
     x = torch.randn(1, d, device=device, dtype=dtype)  # the newest token
     calls = plan.warmup + plan.repeats
