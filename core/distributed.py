@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from typing import Sequence
 
 import torch
@@ -88,6 +89,8 @@ def setup(engine: str, device: torch.device) -> torch.device:
         from deepspeed.utils import logger as ds_logger
 
         ds_logger.setLevel(logging.WARNING)
+        # DeepSpeed's ZeRO all-gather calls a torch API that warns on every call
+        warnings.filterwarnings("ignore", message=r".*all_gather_into_tensor.* is deprecated", category=FutureWarning)
         deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo",
                                    verbose=False)
     return device

@@ -77,6 +77,7 @@ def build_config(train, runtime, world: int, device: torch.device) -> dict[str, 
         if runtime.zero_stage == 3:
             zero["offload_param"] = {"device": "cpu"}
     cfg: dict[str, Any] = {
+        "zero_force_ds_cpu_optimizer": False,  # offload with the torch AdamW (no DeepSpeedCPUAdam op)
         "train_micro_batch_size_per_gpu": train.batch_size // world,
         "gradient_accumulation_steps": train.grad_accum,
         "train_batch_size": train.batch_size * train.grad_accum,
