@@ -38,7 +38,7 @@ RANK = textwrap.dedent("""
     from mamba4net.core.pipeline import run_pipeline
     from mamba4net.core import checkpoint
 
-    if kill_at != "-":
+    if ":" in kill_at:
         stage, step = kill_at.split(":")
         original = checkpoint.StageCheckpoints.save_deepspeed
         def save_then_die(self, s, engine, *a, **k):
@@ -53,7 +53,27 @@ RANK = textwrap.dedent("""
             return path
         checkpoint.StageCheckpoints.save_deepspeed = save_then_die
     reg = Registry(); reg.add_plugin(ToyPlugin(), name="toy"); set_default_registry(reg)
-    run_pipeline(validate_data(tiny_pipeline_config(**overrides), registry=reg), out, resume=resume, registry=reg)
+    if kill_at == "nan":  # a loss term that turns NaN at its 7th call
+        import torch
+        from mamba4net.core.hookspecs import hookimpl
+        from mamba4net.core.errors import TrainingError
+        class NaNLoss:
+            @hookimpl
+            def mamba4net_register_losses(self, register):
+                def build(params, *, task, d_student, d_teacher):
+                    calls = {"n": 0}
+                    def term(student, teacher, batch):
+                        calls["n"] += 1
+                        return student.pred.sum() * 0 + (float("nan") if calls["n"] > 6 else 0.0)
+                    return term
+                register("nan_after_6", build)
+        reg.add_plugin(NaNLoss(), name="nanloss")
+        overrides["train"]["adapt_teacher"] = {"losses": [{"name": "task"}, {"name": "nan_after_6"}]}
+    try:
+        run_pipeline(validate_data(tiny_pipeline_config(**overrides), registry=reg), out, resume=resume, registry=reg)
+    except Exception as err:  # the one-line message, for the test to read
+        open(f"{out}.rank{os.environ['RANK']}.error", "w").write(f"{type(err).__name__}: {err}")
+        raise
 """)
 
 
@@ -227,3 +247,13 @@ def test_zero3_sharded_teacher_killed_then_resumed(tmp_path, torch_run):
     assert ref.keys() == got.keys()  # the replayed steps were not logged twice
     for key in ref:
         assert got[key] == pytest.approx(ref[key], rel=1e-5), key
+
+
+def test_nan_loss_stops_a_deepspeed_run(tmp_path):
+    out = tmp_path / "nan"
+    assert _launch(tmp_path, out, _overrides(runtime={"engine": "deepspeed", "zero_stage": 1}), nproc=1,
+                   kill_at="nan") == 1
+    message = (tmp_path / "nan.rank0.error").read_text()
+    assert message.startswith("TrainingError: stage adapt_teacher step 7: loss is nan ")
+    assert message.endswith("last checkpoint " + str(out / "checkpoints" / "adapt_teacher" / "ds" / "step-000004")
+                            + " (resume with --resume after fixing the cause)")
