@@ -176,9 +176,15 @@ class DeepSpeedEngine:
 
     def step(self, check_norm: Callable[[float], None]) -> float:
         assert self.engine.is_gradient_accumulation_boundary()
+        if not self.engine.zero_optimization():
+            # ZeRO stage 0 keeps no norm: take it from the (already averaged) gradients, before the update
+            grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
+            gnorm = float(torch.norm(torch.stack([g.detach().float().norm() for g in grads])))
+            check_norm(gnorm)
+            self.engine.step()
+            return gnorm
         self.engine.step()
-        gnorm = self.engine.get_global_grad_norm()
-        gnorm = float(gnorm) if gnorm is not None else float("nan")
+        gnorm = float(self.engine.get_global_grad_norm())
         check_norm(gnorm)  # the update is applied already; the run stops before it is checkpointed
         return gnorm
 

@@ -257,3 +257,16 @@ def test_nan_loss_stops_a_deepspeed_run(tmp_path):
     assert message.startswith("TrainingError: stage adapt_teacher step 7: loss is nan ")
     assert message.endswith("last checkpoint " + str(out / "checkpoints" / "adapt_teacher" / "ds" / "step-000004")
                             + " (resume with --resume after fixing the cause)")
+
+
+def test_one_rank_zero0_matches_torch(tmp_path, torch_run):
+    """ZeRO stage 0 (DeepSpeed's plain data parallelism): its own grad-norm path."""
+    out = tmp_path / "z0"
+    assert _launch(tmp_path, out, _overrides(runtime={"engine": "deepspeed", "zero_stage": 0}), nproc=1) == 0
+    _assert_same_weights(torch_run, out, atol=1e-5)
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    ref = [json.loads(x) for x in (torch_run / "metrics.jsonl").read_text().splitlines()]
+    norms = [(r["stage"], r["step"], r["grad_norm"]) for r in rows if "grad_norm" in r]
+    assert len(norms) == len([r for r in ref if "grad_norm" in r])
+    for (stage, step, g), r in zip(norms, [r for r in ref if "grad_norm" in r]):
+        assert (stage, step) == (r["stage"], r["step"]) and g == pytest.approx(r["grad_norm"], rel=1e-5)
