@@ -13,9 +13,12 @@ all end together. Per trace and chunk (times in ms unless named ``_s``):
   advances by the sleep.
 * **QoE** of the chunk = ``bitrate_Mbps - 4.3 * rebuffer_s - |bitrate_Mbps - previous bitrate_Mbps|``.
 
-``reset()`` fetches chunk 0 at quality 1 (no decision, as Pensieve does; the reported score skips
-that chunk); then ``step(actions)`` is called 47 times, once per remaining chunk.
-Start rows: ``start_ptrs`` if given (fcc-test's fixed ones), else seeded random rows in 1..T-1.
+``reset()`` fetches chunk 0 at quality 1 (no decision, as Pensieve and NetLLM do; the reported
+score skips that chunk) and returns ``(observation, info of chunk 0)``; then ``step(actions)`` is
+called 47 times, once per remaining chunk; ``done`` turns True with chunk 47 (the 48th).
+Start rows: ``start_ptrs`` if given (fcc-test's fixed ones), else random rows in 1..T-1 drawn
+from ``seed``. ``reset()`` reseeds, so it replays the same episodes (start rows and noise); build
+the environment with another seed for other ones.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ class Observation:
     buffer_s: np.ndarray  # (N,)
     throughput_mbps: np.ndarray  # (N, HISTORY) chunk bytes * 8 / delay, oldest first, 0 = none yet
     delay_s: np.ndarray  # (N, HISTORY) download time incl. RTT, oldest first, 0 = none yet
-    next_sizes_bytes: np.ndarray  # (N, 6) the next chunk at each quality
+    next_sizes_bytes: np.ndarray  # (N, 6) the next chunk at each quality, zeros after the last
     chunks_left: np.ndarray  # (N,) int, chunks still to fetch
 
     def pensieve_state(self, s_len: int = 6) -> np.ndarray:
@@ -78,6 +81,14 @@ class AbrEnv:
             raise ValueError("AbrEnv needs at least one trace")
         if start_ptrs is not None and len(start_ptrs) != len(traces):
             raise ValueError(f"{len(start_ptrs)} start pointers for {len(traces)} traces")
+        for i, t in enumerate(traces):
+            if len(t.time_s) < 2 or not (t.bw_mbps[1:] > 0).any():
+                raise ValueError(f"trace {t.name}: needs >= 2 rows and some positive bandwidth after row 0")
+            if start_ptrs is not None and not 1 <= start_ptrs[i] < len(t.time_s):
+                raise ValueError(f"trace {t.name}: start pointer {start_ptrs[i]} outside 1..{len(t.time_s) - 1}")
+        video_sizes = np.asarray(video_sizes)
+        if video_sizes.ndim != 2 or video_sizes.shape[0] != N_QUALITIES or video_sizes.shape[1] < N_CHUNKS:
+            raise ValueError(f"video sizes must be ({N_QUALITIES}, >= {N_CHUNKS}) bytes, got {video_sizes.shape}")
         self.traces, self.sizes = traces, np.asarray(video_sizes)
         self.start_ptrs, self.noise, self.seed = start_ptrs, noise, seed
         self.n = len(traces)
@@ -148,11 +159,14 @@ class AbrEnv:
         return self._observation(), reward, self.done, info
 
     def _observation(self) -> Observation:
-        nxt = min(self.chunk, self.sizes.shape[1] - 1)  # after the last chunk: the spare 49th entry
+        if self.chunk < N_CHUNKS:
+            nxt = self.sizes[:, self.chunk].astype(np.float64)  # (6,) bytes
+        else:  # after the last chunk: nothing left to fetch
+            nxt = np.zeros(N_QUALITIES)
         return Observation(
             last_quality=self.last_quality.copy(), buffer_s=self.buffer_ms / 1000.0,
             throughput_mbps=self.tput_hist.copy(), delay_s=self.delay_hist.copy(),
-            next_sizes_bytes=self.sizes[:, nxt].astype(np.float64)[None, :].repeat(self.n, 0),
+            next_sizes_bytes=nxt[None, :].repeat(self.n, 0),
             chunks_left=np.full(self.n, N_CHUNKS - self.chunk, dtype=np.int64),
         )
 

@@ -21,8 +21,11 @@ class RobustMPCParams(_Strict):
 
     horizon: int = Field(5, ge=1, le=6)
     past: int = Field(5, ge=1, le=8)  # throughput samples in the harmonic mean and error window
-    max_jump: int | None = Field(1, ge=1)  # quality levels per chunk a plan may move; None: any
-    genet_sizes: bool = False  # plan with the next chunk's successor's size (Genet's off-by-one)
+    # quality levels per chunk a plan may move (NetLLM's RobustMPC: 1); None: all 6^horizon plans
+    max_jump: int | None = Field(1, ge=1)
+    # plan chunk j with the size of video chunk next + j + 1, as NetLLM/Pensieve's code does (it
+    # reproduces the published 0.844); False: with the sizes of the chunks actually fetched
+    genet_sizes: bool = True
 
 
 class RateBasedParams(_Strict):
