@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mamba4net.core.plotting import pyplot
 from mamba4net.core.runs import RunDir, atomic_write_text
 
 
@@ -97,10 +98,7 @@ def _smooth(values: list[float], window: int) -> list[float]:
 
 def plot_training(metrics: list[dict], path: Path) -> bool:
     """Per stage: loss terms (raw, faint; moving average, bold) and validation metrics."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     stages = list(dict.fromkeys(m["stage"] for m in metrics if "loss" in m))
     if not stages:
@@ -140,10 +138,7 @@ def plot_training(metrics: list[dict], path: Path) -> bool:
 
 
 def plot_models(results: dict, path: Path) -> bool:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     metric, models = results["metric"], results.get("models", {})
     names = [n for n in models if metric in models[n]]

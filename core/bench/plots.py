@@ -5,20 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from mamba4net.core.bench.sweep import STUDENT_STEP, TEACHER_KV, TEACHER_REENCODE
+from mamba4net.core.plotting import pyplot
 
 COLORS = {"teacher": "tab:red", "student": "tab:green"}
 SERIES_STYLE = {STUDENT_STEP: ("tab:green", "student: recurrent step"),
                 TEACHER_KV: ("tab:orange", "teacher: step with KV cache"),
                 TEACHER_REENCODE: ("tab:red", "teacher: re-encode the window")}
 
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _ok(rows: list[dict]) -> list[dict]:
@@ -58,7 +51,7 @@ def plot_throughput(bench: dict, path: Path) -> bool:
     series = _by_role_batch(bench.get("throughput", []), "tokens_per_s")
     if not series:
         return False
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     _lines(axes[0], series)
     axes[0].set_title("throughput (input tokens / s)")
@@ -84,7 +77,7 @@ def plot_latency(bench: dict, path: Path) -> bool:
     rows = _ok(bench.get("latency", []))
     if not rows:
         return False
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for name, (color, label) in SERIES_STYLE.items():
         pts = sorted((r["history"], r["median_ms"]) for r in rows if r["series"] == name)
@@ -109,7 +102,7 @@ def plot_memory(bench: dict, path: Path) -> bool:
     series = {k: v for k, v in series.items() if v}
     if not series:
         return False
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4))
     _lines(ax, series, scale=1 / 2**20)
     ax.set_xscale("log", base=2)

@@ -6,14 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from mamba4net.core.plotting import pyplot
 
 
 def plot_qoe_cdf(details: dict[str, dict], path: Path) -> bool:
@@ -21,7 +14,7 @@ def plot_qoe_cdf(details: dict[str, dict], path: Path) -> bool:
     series = {k: v["per_trace_qoe"] for k, v in details.items() if v.get("per_trace_qoe")}
     if not series:
         return False
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for name, values in sorted(series.items(), key=lambda kv: -np.mean(kv[1])):
         x = np.sort(values)
@@ -41,7 +34,7 @@ def plot_timeline(details: dict[str, dict], path: Path) -> bool:
     series = {k: v["timeline"] for k, v in details.items() if v.get("timeline")}
     if not series:
         return False
-    plt = _pyplot()
+    plt = pyplot()
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.0, 5.0), sharex=True)
     for name, tl in sorted(series.items()):
         chunks = np.arange(len(tl["bitrate_mbps"]))
