@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Any, Iterator
+
 import torch
 from torch import nn
 
@@ -41,3 +44,22 @@ def build_netmodel(registry, loaded, role: str, task, seed: int) -> NetModel:
         params = loaded.params.get(part) if node else None
         parts[part] = component.build(params if params is not None else {}, task=task, d_model=d_model)
     return NetModel(parts["encoder"], backbone, parts["head"])
+
+
+@contextmanager
+def eval_mode(predictor: Any) -> Iterator[None]:
+    """Evaluation mode for the duration of a ``with`` block, then the previous mode again.
+    Anything with a boolean ``training`` and a ``train(mode)`` method counts (an ``nn.Module``,
+    a learned baseline); anything else (a rule baseline) is left alone."""
+    modal = isinstance(predictor, nn.Module) or (
+        isinstance(getattr(predictor, "training", None), bool) and callable(getattr(predictor, "train", None))
+    )
+    if not modal:
+        yield
+        return
+    was_training = predictor.training
+    predictor.train(False)
+    try:
+        yield
+    finally:
+        predictor.train(was_training)

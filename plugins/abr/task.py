@@ -16,15 +16,15 @@ import json
 import logging
 import statistics
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mamba4net.core.model import eval_mode
 from mamba4net.core.paths import cache_dir
 
 from .config import SPLITS, ABRParams
@@ -170,7 +170,7 @@ class ABRTask:
         from .rollout import rollout, summarize
 
         limit = self.params.valid_traces if split == "valid" else None
-        with torch.no_grad(), _eval_mode(predictor):
+        with torch.no_grad(), eval_mode(predictor):
             policy = self.as_policy(predictor)
             episode = rollout(self.env(split, limit=limit), policy)
             result: dict[str, Any] = dict(summarize(episode))
@@ -239,16 +239,3 @@ def _details(episode) -> dict[str, Any]:
             "rebuffer_s": [float(x) for x in episode.rebuffer[i]],
         },
     }
-
-
-@contextmanager
-def _eval_mode(predictor: Any) -> Iterator[None]:
-    module = predictor if isinstance(predictor, torch.nn.Module) else None
-    was = module.training if module is not None else False
-    if module is not None:
-        module.eval()
-    try:
-        yield
-    finally:
-        if module is not None:
-            module.train(was)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from mamba4net.core.model import eval_mode
 
 from .config import SPLITS, VPParams
 from .data import VPData
@@ -68,7 +69,7 @@ class VPTask:
         predict = predictor.predict if hasattr(predictor, "predict") else predictor
         device = _device_of(predictor)
         acc = MAEAccumulator()
-        with torch.no_grad(), _eval_mode(predictor):
+        with torch.no_grad(), eval_mode(predictor):
             for start in range(0, len(data), batch_size):
                 batch = data.batch(torch.arange(start, min(start + batch_size, len(data))))
                 if device is not None:
@@ -98,19 +99,3 @@ def _device_of(predictor: Any) -> torch.device | None:
             return t.device
     dev = getattr(predictor, "device", None)
     return torch.device(dev) if isinstance(dev, (str, torch.device)) else None
-
-
-@contextmanager
-def _eval_mode(predictor: Any) -> Iterator[None]:
-    modal = isinstance(predictor, nn.Module) or (
-        isinstance(getattr(predictor, "training", None), bool) and callable(getattr(predictor, "train", None))
-    )
-    if not modal:
-        yield
-        return
-    was_training = predictor.training
-    predictor.train(False)
-    try:
-        yield
-    finally:
-        predictor.train(was_training)
