@@ -24,8 +24,9 @@ import torch
 from mamba4net.core.checkpoint import load_tensors, save_tensors
 from mamba4net.core.errors import DataError
 from mamba4net.core.progress import progress_bar
+from mamba4net.core.runs import write_json
 
-from .rollout import rollout
+from .rollout import Transitions, rollout
 from .sim import AbrEnv
 
 FORMAT = 1
@@ -50,10 +51,8 @@ class ExperiencePool:
         path = Path(path).with_suffix(".safetensors")
         tensors = {k: torch.from_numpy(np.ascontiguousarray(getattr(self, k))) for k in ARRAYS}
         save_tensors(path, tensors)
-        side = path.with_suffix(".json")
-        tmp = side.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"format": FORMAT, "meta": self.meta, "policy": self.policy, "trace": self.trace}))
-        tmp.replace(side)
+        write_json(path.with_suffix(".json"), {"format": FORMAT, "meta": self.meta, "policy": self.policy,
+                                               "trace": self.trace})
         return path
 
     @classmethod
@@ -109,17 +108,11 @@ def generate_pool(make_env: Callable[[int], AbrEnv], policies: dict[str, Any], *
         for j, (name, policy) in enumerate(policies.items()):
             env = make_env(seed * 1000 + k)
             player = EpsilonGreedy(policy, epsilon, seed * 1000 + 100 * k + j) if k > 0 and epsilon > 0 else policy
-            rec: dict[str, list] = {"states": [], "actions": [], "rewards": []}
-
-            def record(obs, actions, reward, info, rec=rec):
-                rec["states"].append(obs.pensieve_state())
-                rec["actions"].append(actions)
-                rec["rewards"].append(reward)
-
-            rollout(env, player, on_decision=record)
-            parts["states"].append(np.stack(rec["states"], 1).astype(np.float32))
-            parts["actions"].append(np.stack(rec["actions"], 1).astype(np.int64))
-            rewards = np.stack(rec["rewards"], 1).astype(np.float32)
+            seen = Transitions()
+            rollout(env, player, on_decision=seen.record)
+            states, actions, rewards = seen.arrays()
+            parts["states"].append(states)
+            parts["actions"].append(actions)
             parts["rewards"].append(rewards)
             dones = np.zeros(rewards.shape, dtype=bool)
             dones[:, -1] = True

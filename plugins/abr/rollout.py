@@ -35,21 +35,29 @@ class EpisodeLog:
     reward: np.ndarray
 
     @property
-    def bitrate(self) -> np.ndarray:
-        return self.bitrate_mbps
-
-    @property
-    def buffer(self) -> np.ndarray:
-        return self.buffer_s
-
-    @property
-    def rebuffer(self) -> np.ndarray:
-        return self.rebuffer_s
-
-    @property
     def per_trace_qoe(self) -> np.ndarray:
         """(N,) mean QoE of each trace over chunks 1..47."""
         return self.reward[:, 1:].mean(1)
+
+
+class Transitions:
+    """What each decision saw, chose and earned; pass ``record`` to :func:`rollout` as
+    ``on_decision``, then read :meth:`arrays`."""
+
+    def __init__(self):
+        self.states: list[np.ndarray] = []
+        self.actions: list[np.ndarray] = []
+        self.rewards: list[np.ndarray] = []
+
+    def record(self, obs: Observation, actions: np.ndarray, reward: np.ndarray, info: dict) -> None:
+        self.states.append(obs.pensieve_state())
+        self.actions.append(actions)
+        self.rewards.append(reward)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """states float32 (N, T, 6, 6), actions int64 (N, T), rewards float32 (N, T)."""
+        return (np.stack(self.states, 1).astype(np.float32), np.stack(self.actions, 1).astype(np.int64),
+                np.stack(self.rewards, 1).astype(np.float32))
 
 
 def rollout(env: AbrEnv, policy: AbrPolicy, on_decision=None) -> EpisodeLog:

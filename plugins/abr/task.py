@@ -233,9 +233,9 @@ def _details(episode) -> dict[str, Any]:
     return {
         "per_trace_qoe": per_trace,
         "timeline": {
-            "trace": episode.trace_names[i] if hasattr(episode, "trace_names") else str(i),
-            "bitrate_mbps": [float(x) for x in episode.bitrate[i]],
-            "buffer_s": [float(x) for x in episode.buffer[i]],
-            "rebuffer_s": [float(x) for x in episode.rebuffer[i]],
+            "trace": episode.trace_names[i],
+            "bitrate_mbps": [float(x) for x in episode.bitrate_mbps[i]],
+            "buffer_s": [float(x) for x in episode.buffer_s[i]],
+            "rebuffer_s": [float(x) for x in episode.rebuffer_s[i]],
         },
     }

@@ -21,7 +21,7 @@ from torch import nn
 from mamba4net.core.progress import progress_bar
 
 from ..encoder import N_ACTIONS, ABRStateEncoder
-from ..rollout import rollout, summarize
+from ..rollout import Transitions, rollout, summarize
 from ..sim import AbrEnv, Observation
 from .config import PensieveParams
 
@@ -85,20 +85,13 @@ class Pensieve(nn.Module):
         for epoch in range(p.epochs):
             pick = rng.choice(len(traces), size=min(p.envs_per_epoch, len(traces)), replace=False)
             env = AbrEnv([traces[i] for i in pick], video_sizes, noise=True, seed=int(rng.integers(2**31)))
-            states, actions, rewards = [], [], []
-
-            def record(obs, acts, reward, info):
-                states.append(obs.pensieve_state())
-                actions.append(acts)
-                rewards.append(reward)
-
+            seen = Transitions()
             self.sample = True
             torch.manual_seed(p.seed * 100_003 + epoch)
-            rollout(env, self, on_decision=record)
+            rollout(env, self, on_decision=seen.record)
             self.sample = False
-            s = torch.as_tensor(np.stack(states, 1), dtype=torch.float32)  # (N, T, 6, 6)
-            a = torch.as_tensor(np.stack(actions, 1))  # (N, T)
-            r = np.stack(rewards, 1)  # (N, T)
+            states, actions, r = seen.arrays()  # (N, T, 6, 6), (N, T), (N, T)
+            s, a = torch.from_numpy(states), torch.from_numpy(actions)
             returns = np.zeros_like(r)
             running = np.zeros(r.shape[0])
             for t in range(r.shape[1] - 1, -1, -1):
