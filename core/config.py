@@ -47,6 +47,8 @@ class TrainParams(_Strict):
     log_every: int = Field(10, gt=0)
     checkpoint_every: int = Field(50, gt=0)
     eval_every: int = Field(0, ge=0)  # validation loss every N steps; 0 = only at the end
+    # end the stage with the weights of its best validation (by the task's metric), not the last
+    keep_best: bool = False
     losses: list[Node] = Field(default_factory=lambda: [{"name": "task"}])
     # distillation only: run the frozen teacher once over the training split and reuse its outputs
     # (cheaper than a teacher forward per step once training sees each sample more than once)

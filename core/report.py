@@ -202,6 +202,10 @@ def write_report(out: RunDir, results: dict, metrics: list[dict], title: str, re
         parts.append("\n![models](models.png)\n")
     if "teacher" in results.get("models", {}) and "student" in results.get("models", {}):
         parts += ["\n## Teacher vs student (as in the paper's Fig. 3 and 4)\n", comparison_table(results)]
+    figures = [f for f in results.get("figures", []) if (out.root / f["file"]).exists()]
+    if figures:
+        parts.append("\n## Task figures\n")
+        parts += [f"\n{f['title']}:\n\n![{f['title']}]({f['file']})\n" for f in figures]
     parts += ["\n## Efficiency\n", efficiency_table(results.get("efficiency", {}))]
     parts += _bench_section(out.root, replot)
     if metrics and plot_training(metrics, out.root / "training.png"):

@@ -64,7 +64,7 @@ def adapt_teacher(ctx: RunContext) -> None:
     trainer = Trainer(
         "adapt_teacher", module, loss_fn, task.data("train"), ctx.cfg.train_params("adapt_teacher"),
         ctx.run, ctx.seed, ctx.device, valid_fn=lambda: task.evaluate(teacher, "valid"), progress=ctx.progress,
-        runtime=ctx.cfg.runtime,
+        runtime=ctx.cfg.runtime, select=(f"valid_{task.metric}", task.higher_is_better),
     )
     final = trainer.fit(resume=ctx.resume)
     ckpt.mark_done(trainer.export(teacher, trainable_only=True), {"final": final, "seconds": time.perf_counter() - t0})
@@ -120,7 +120,7 @@ def distill(ctx: RunContext) -> None:
     trainer = Trainer(
         "distill", module, loss_fn, data, params,
         ctx.run, ctx.seed, ctx.device, valid_fn=lambda: task.evaluate(student, "valid"), progress=ctx.progress,
-        runtime=ctx.cfg.runtime,
+        runtime=ctx.cfg.runtime, select=(f"valid_{task.metric}", task.higher_is_better),
     )
     final = trainer.fit(resume=ctx.resume)
     ckpt.mark_done(trainer.export(student), {"final": final, "seconds": time.perf_counter() - t0})

@@ -8,10 +8,16 @@ Two engines drive the same loop (``runtime.engine``): plain PyTorch, or DeepSpee
 or several processes). With N processes, each rank takes its 1/N slice of the step's global batch,
 so the gradient DeepSpeed averages over ranks is the single-process gradient of the whole batch;
 losses are averaged over ranks before they are logged, and only rank 0 writes anything.
+
+Model selection (``keep_best``, plain PyTorch engine): each validation that beats the best so far
+writes the trainable weights to ``best.safetensors`` in the stage folder (with ``best.json``); at
+the end of the stage the model takes those weights back, so what is exported is the best model on
+the validation split, not the last one. A resumed stage reads the best so far from those files.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -22,12 +28,14 @@ import torch
 from torch import Tensor, nn
 
 from mamba4net.core import distributed as dist
-from mamba4net.core.checkpoint import StageCheckpoints, load_into, restore_optimizer, trainable_state
+from mamba4net.core.checkpoint import (
+    StageCheckpoints, load_into, load_tensors, restore_optimizer, save_tensors, trainable_state,
+)
 from mamba4net.core.config import RuntimeParams, TrainParams
 from mamba4net.core.errors import DataError, TrainingError
 from mamba4net.core.progress import progress_bar
 from mamba4net.core.protocols import Batch, TaskData
-from mamba4net.core.runs import RunDir
+from mamba4net.core.runs import RunDir, write_json
 
 log = logging.getLogger("mamba4net")
 
@@ -228,7 +236,9 @@ class Trainer:
         valid_fn: Callable[[], dict[str, float]] | None = None,
         progress: bool = True,
         runtime: RuntimeParams | None = None,
+        select: tuple[str, bool] | None = None,
     ):
+        """``select``: (key of ``valid_fn``'s result, higher is better) that ``keep_best`` ranks by."""
         self.stage, self.module, self.loss_fn, self.data = stage, module, loss_fn, data
         self.p, self.run, self.seed, self.device = params, run, seed, device
         self.valid_fn, self.progress = valid_fn, progress and dist.is_main()
@@ -239,6 +249,10 @@ class Trainer:
         self.engine = DeepSpeedEngine(self) if self.runtime.engine == "deepspeed" else TorchEngine(self)
         # this rank's slice of every global batch
         self.slice = dist.shard_of(params.batch_size) if self.engine.name == "deepspeed" else (0, params.batch_size)
+        self.select = select if params.keep_best else None
+        if self.select and (valid_fn is None or self.engine.name == "deepspeed"):
+            raise TrainingError(f"stage {stage}: keep_best needs a validation split and the torch engine")
+        self.best: dict | None = None  # {"step", "value"} of the best validation so far
 
     @property
     def opt(self):
@@ -253,6 +267,10 @@ class Trainer:
             return 0
         step, path = found
         self.engine.load(path, self.ckpt.state(path))
+        best = self.ckpt.dir / "best.json"
+        if self.select and best.exists():
+            info = json.loads(best.read_text())
+            self.best = info if info["step"] <= step else None  # a later best was not checkpointed
         if dist.is_main():
             self.run.truncate_metrics(self.stage, step)
         log.info("stage %s: resumed from %s (step %d)", self.stage, path, step)
@@ -307,6 +325,13 @@ class Trainer:
         bar.close()
         if self.valid_fn:
             last.update(self._validate(self.p.steps))
+        if self.best is not None and self.best["step"] != self.p.steps:
+            path = self.ckpt.dir / "best.safetensors"
+            load_into(self.module, load_tensors(path), path)
+            log.info("stage %s: kept the weights of step %d (%s %.4g) over the last step's",
+                     self.stage, self.best["step"], self.select[0], self.best["value"])
+        if self.best is not None:
+            last["best_step"] = self.best["step"]
         return last
 
     def export(self, part: nn.Module, trainable_only: bool = False) -> dict[str, Tensor]:
@@ -323,7 +348,23 @@ class Trainer:
         self.module.train(was_training)
         if dist.is_main():
             self.run.log_metrics(self.stage, step, values)
+        if self.select:
+            self._keep_if_best(step, values)
         return values
+
+    def _keep_if_best(self, step: int, values: dict[str, float]) -> None:
+        key, higher = self.select
+        value = values.get(key)
+        if value is None:
+            raise TrainingError(f"stage {self.stage}: keep_best ranks by '{key}', which validation does not report")
+        if not math.isfinite(value):
+            return
+        if self.best is not None and not (value > self.best["value"] if higher else value < self.best["value"]):
+            return
+        self.best = {"step": step, "value": float(value)}
+        self.ckpt.dir.mkdir(parents=True, exist_ok=True)
+        save_tensors(self.ckpt.dir / "best.safetensors", trainable_state(self.module))
+        write_json(self.ckpt.dir / "best.json", self.best)
 
     def _check_norm(self, step: int, gnorm: float) -> None:
         if not math.isfinite(gnorm):

@@ -65,6 +65,16 @@ def test_report_renders_results_and_bench(tmp_path, capsys):
         assert f"({png})" in md
 
 
+def test_report_embeds_task_figures_that_exist(tmp_path):
+    results = _results({})
+    results["figures"] = [{"title": "Error CDF", "file": "cdf.png"}, {"title": "Gone", "file": "gone.png"}]
+    (tmp_path / "cdf.png").write_bytes(b"png")
+    write_json(tmp_path / "results.json", results)
+    assert main(["report", str(tmp_path)]) == 0
+    md = (tmp_path / "report.md").read_text()
+    assert "![Error CDF](cdf.png)" in md and "gone.png" not in md
+
+
 def test_comparison_table_without_bench():
     table = comparison_table(_results({}))
     assert "| student | 0.4 |  |" in table and "throughput / teacher" not in table

@@ -26,10 +26,11 @@ class _Strict(BaseModel):
 class PoolParams(_Strict):
     """The experience pool the sequence policies learn from (NetLLM: trajectories of baselines).
 
-    Every policy in ``policies`` plays every training trace ``passes`` times (seeded random start
-    points, delay noise as set), so the pool holds ``len(policies) * passes * n_train_traces``
-    episodes of 48 decisions. With ``epsilon > 0`` each of those policies also plays once more with
-    an epsilon-random twin, which widens the range of returns a return-conditioned model sees.
+    Every policy in ``policies`` (with its default parameters) plays every training trace
+    ``passes`` times (a new seed per pass: random start points, delay noise as set), so the pool
+    holds ``len(policies) * passes * n_train_traces`` episodes of 47 decisions. Passes after the
+    first take a uniformly random quality with probability ``epsilon``, which widens the range of
+    returns a return-conditioned model sees.
     """
 
     policies: list[Literal["bba", "robust_mpc", "rate_based"]] = Field(
@@ -53,8 +54,10 @@ class ABRParams(_Strict):
     window: int | None = Field(None, ge=1, le=47)
     token_layout: Literal["separate", "fused"] = "separate"
     return_scale: float = Field(10.0, gt=0)  # return-to-go is fed divided by this
-    # return the policy is conditioned on at the first decision; None: the pool's best episode
+    # return the policy is conditioned on at the first decision; None: the `target_quantile` of
+    # the training pool's episode returns (0.5: the median episode; 1.0: the best, as NetLLM)
     target_return: float | None = None
+    target_quantile: float = Field(0.5, ge=0, le=1)
     pool: PoolParams = Field(default_factory=PoolParams)
     pool_dir: str | None = None  # None: <cache>/abr/pools; a pool is reused across runs
     valid_traces: int | None = Field(None, ge=1)  # cap (evenly spaced) to keep validation cheap

@@ -37,10 +37,19 @@ POOL_FORMAT = 1
 EVAL_POOL = {"policies": ["bba", "robust_mpc"], "passes": 1, "noise": False, "epsilon": 0.0, "seed": 0}
 
 
-def _rule_policy(name: str, task: "ABRTask"):
-    from .baselines import BBA, RateBased, RobustMPC
+# the rule policies that can fill an experience pool: (factory, parameters); a pool is made with
+# their default parameters, which are part of its cache key
+def _pool_policies() -> dict[str, tuple]:
+    from .baselines.config import BBAParams, RateBasedParams, RobustMPCParams
+    from .plugin import build_bba, build_rate_based, build_robust_mpc
 
-    policy = {"bba": BBA, "robust_mpc": RobustMPC, "rate_based": RateBased}[name]()
+    return {"bba": (build_bba, BBAParams()), "robust_mpc": (build_robust_mpc, RobustMPCParams()),
+            "rate_based": (build_rate_based, RateBasedParams())}
+
+
+def _rule_policy(name: str, task: "ABRTask"):
+    build, params = _pool_policies()[name]
+    policy = build(params, task=task)
     policy.fit(task)
     return policy
 
@@ -95,8 +104,10 @@ class ABRTask:
     def _pool_spec(self, split: str) -> dict[str, Any]:
         spec = self.params.pool.model_dump() if split == "train" else dict(EVAL_POOL)
         traces, _ = self.traces(split)
+        table = _pool_policies()
         return {
             "format": POOL_FORMAT, "split": split, **spec,
+            "policy_params": {name: table[name][1].model_dump() for name in spec["policies"]},
             "valid_fraction": self.params.valid_fraction, "split_seed": self.params.split_seed,
             "traces": sorted(t.name for t in traces),
         }
@@ -139,11 +150,14 @@ class ABRTask:
 
     @property
     def target_return(self) -> float:
-        """The return asked of a sequence policy at its first decision (default: the training
-        pool's best episode return, as NetLLM does)."""
+        """The return asked of a sequence policy at its first decision: ``target_return``, or else
+        the ``target_quantile`` of the training pool's episode returns. (NetLLM asks for the pool's
+        best return; on FCC traces that return is only reachable on the fastest links, and asking
+        it on a slow one drives the policy to stall: see ``docs/abr.md``.)"""
         if self.params.target_return is not None:
             return float(self.params.target_return)
-        return float(np.asarray(self.pool("train").rewards).sum(1).max())
+        returns = np.asarray(self.pool("train").rewards, dtype=np.float64).sum(1)
+        return float(np.quantile(returns, self.params.target_quantile))
 
     def loss(self, out: Any, batch: dict[str, Tensor]) -> Tensor:
         """The RL loss of return-conditioned sequence modelling: cross-entropy on the actions."""
