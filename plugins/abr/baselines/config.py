@@ -36,16 +36,23 @@ class RateBasedParams(_Strict):
 
 
 class PensieveParams(_Strict):
-    """Pensieve-style advantage actor-critic trained in the simulator on the training traces."""
+    """Pensieve-style actor-critic (GAE advantages, PPO-clipped minibatch updates) trained in the
+    simulator on the training traces; the weights with the best validation QoE are kept."""
 
-    epochs: int = Field(300, ge=1)  # updates; each plays one episode on `envs_per_epoch` traces
-    envs_per_epoch: int = Field(32, ge=1)
-    lr_actor: float = Field(1e-3, gt=0)
-    lr_critic: float = Field(3e-3, gt=0)
+    epochs: int = Field(150, ge=1)  # rollout batches; each plays one episode on `envs_per_epoch` traces
+    envs_per_epoch: int = Field(64, ge=1)
+    ppo_epochs: int = Field(4, ge=1)  # passes over each rollout batch
+    minibatch: int = Field(512, ge=1)  # decisions per gradient step
+    clip: float = Field(0.2, gt=0)  # PPO ratio clip
+    lr_actor: float = Field(3e-4, gt=0)
+    lr_critic: float = Field(1e-3, gt=0)
     gamma: float = Field(0.99, gt=0, le=1)
-    entropy: float = Field(0.5, ge=0)  # entropy weight, decays linearly to entropy_final
-    entropy_final: float = Field(0.05, ge=0)
-    hidden: int = Field(128, ge=8)
-    valid_every: int = Field(50, ge=1)  # keep the weights with the best validation QoE
+    gae_lambda: float = Field(0.95, ge=0, le=1)
+    reward_scale: float = Field(0.1, gt=0)  # rewards are multiplied by this before the critic sees them
+    entropy: float = Field(0.1, ge=0)  # entropy weight, decays linearly to entropy_final
+    entropy_final: float = Field(0.01, ge=0)
+    max_grad_norm: float = Field(0.5, gt=0)
+    hidden: int = Field(64, ge=8)
+    valid_every: int = Field(10, ge=1)  # keep the weights with the best validation QoE
     valid_traces: int = Field(24, ge=1)
     seed: int = 0
