@@ -1,0 +1,55 @@
+"""The real CLI on the real ABR traces at tiny scale: pool, teacher, streaming student, baselines,
+model selection on the validation traces, results, figures and report."""
+
+import json
+import subprocess
+import sys
+
+import yaml
+
+from mamba4net.testing.toy import tiny_pipeline_config
+
+
+def test_abr_cli_end_to_end(tmp_path):
+    train = {"steps": 8, "batch_size": 8, "lr": 3e-3, "warmup_steps": 2, "log_every": 2,
+             "checkpoint_every": 4, "eval_every": 4, "keep_best": True}
+    cfg = tiny_pipeline_config(
+        name="abr-tiny",
+        task={"name": "abr", "token_layout": "fused", "valid_traces": 4, "latency_decisions": 4,
+              "pool": {"policies": ["bba", "rate_based"], "passes": 1}, "pool_dir": str(tmp_path / "pools")},
+        train={"adapt_teacher": train,
+               "distill": {**train, "cache_teacher": True,
+                           "losses": [{"name": "task"}, {"name": "kd", "temperature": 1.0}]}},
+        evaluate={"baselines": ["bba", {"name": "pensieve", "epochs": 2, "envs_per_epoch": 4, "valid_every": 1,
+                                        "valid_traces": 2}]},
+        benchmark={"repeats": 1, "sweep": False},
+    )
+    path = tmp_path / "abr_tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    run = subprocess.run([sys.executable, "-m", "mamba4net.core.cli", "run", str(path), "--out", str(tmp_path / "run")],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = tmp_path / "run"
+    results = json.loads((out / "results.json").read_text())
+    assert results["task"] == "abr" and results["metric"] == "qoe" and results["higher_is_better"] is True
+    assert set(results["models"]) == {"bba", "pensieve", "teacher", "student"}
+    for name, m in results["models"].items():
+        assert m["n_traces"] == 100 and m["qoe"] < 4.3 and m["bitrate_mbps"] >= 0.3, name
+        assert m["decision_ms"] > 0, name
+    assert abs(results["models"]["bba"]["qoe"] - 0.7526) < 1e-3  # the fidelity number, through the pipeline
+    # validations at steps 4 and 8 of each stage; the best one's weights were kept
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    for stage in ("adapt_teacher", "distill"):
+        assert [m["step"] for m in metrics if m["stage"] == stage and "valid_qoe" in m] == [4, 8]
+        assert json.loads((out / "checkpoints" / stage / "best.json").read_text())["step"] in (4, 8)
+    # figures: a QoE CDF and a timeline, shown in the report
+    titles = {f["file"] for f in results["figures"]}
+    assert titles == {"abr_qoe_cdf.png", "abr_timeline.png"} and all((out / t).exists() for t in titles)
+    details = json.loads((out / "evaluation_details.json").read_text())
+    assert len(details["student"]["per_trace_qoe"]) == 100
+    report = (out / "report.md").read_text()
+    assert "![QoE per test trace (CDF)](abr_qoe_cdf.png)" in report
+    # the training pool, and the small exact test pool the benchmark's task batch comes from, each
+    # written once in the documented format (safetensors + JSON sidecar)
+    names = sorted(p.name.split("-")[0] + p.suffix for p in (tmp_path / "pools").iterdir())
+    assert names == ["test.json", "test.safetensors", "train.json", "train.safetensors"]
