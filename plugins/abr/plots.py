@@ -6,27 +6,13 @@ from pathlib import Path
 
 import numpy as np
 
-from mamba4net.core.plotting import pyplot
+from mamba4net.core.plotting import plot_cdf, pyplot
 
 
 def plot_qoe_cdf(details: dict[str, dict], path: Path) -> bool:
     """One step curve per model: fraction of traces whose mean QoE is <= x."""
     series = {k: v["per_trace_qoe"] for k, v in details.items() if v.get("per_trace_qoe")}
-    if not series:
-        return False
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for name, values in sorted(series.items(), key=lambda kv: -np.mean(kv[1])):
-        x = np.sort(values)
-        ax.step(x, np.arange(1, len(x) + 1) / len(x), where="post", label=f"{name} ({np.mean(x):.3f})")
-    ax.set_xlabel("mean QoE per trace")
-    ax.set_ylabel("fraction of traces")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+    return plot_cdf(series, path, xlabel="mean QoE per trace", ylabel="fraction of traces", higher_is_better=True)
 
 
 def plot_timeline(details: dict[str, dict], path: Path) -> bool:

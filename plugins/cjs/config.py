@@ -119,3 +119,71 @@ class DecimaParams(BaseModel):
     valid_every: int = Field(10, ge=1)  # iterations between greedy scores on the valid split
     valid_episodes: int = Field(2, ge=1)  # valid sequences (of train_jobs jobs) per score
     seed: int = 0
+
+
+# ---- the distillation task (task `cjs`, see .task) ---------------------------------------------
+
+
+class PoolParams(BaseModel):
+    """The experience pool the sequence policies learn from (NetLLM: trajectories of baselines).
+
+    Every scheduler in ``policies`` plays ``episodes`` seeded job sequences of the train split
+    (``jobs`` jobs each, the task's arrival rate), so the pool holds ``len(policies) * episodes``
+    episodes. Sequence ``i`` is the same for every scheduler (seed ``seed * 1000 + i``).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    policies: list[Literal["fifo", "fair", "srwf"]] = Field(default_factory=lambda: ["fifo", "fair", "srwf"])
+    episodes: int = Field(4, ge=1)
+    jobs: int = Field(6, ge=1)
+    seed: int = 1
+
+
+class CJSParams(BaseModel):
+    """The ``task: {name: cjs, ...}`` node: cluster, pool, token layout and evaluation size.
+
+    Episodes are small for the CPU: ``eval_jobs`` jobs per sequence arriving at
+    ``cluster.job_arrival_rate`` (the task's default rate, 1e-4 per ms, loads the cluster enough for
+    fair to beat FIFO on 6-job sequences); ``eval_episodes`` sequences on the evaluated split,
+    ``valid_episodes`` on the valid split during training. ``cluster.job_arrival_cap`` is not used
+    by this task: ``pool.jobs`` and ``eval_jobs`` size its episodes. Limits are the ``limit_levels``
+    values N/levels, 2N/levels, ..., N; a rule scheduler's limit is stored as the nearest level.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    cluster: ClusterParams = Field(default_factory=lambda: ClusterParams(job_arrival_rate=1e-4))
+    pool: PoolParams = Field(default_factory=PoolParams)
+    pool_dir: str | None = None  # None: <cache>/cjs/pools; a pool is reused across runs
+    window: int = Field(8, ge=1)  # decisions per training sample, and the policies' context block
+    stride: int | None = Field(None, ge=1)  # start of one window to the next; None: = window
+    max_stages: int = Field(16, ge=1)  # K: candidate stage tokens per decision (cap)
+    limit_levels: int = Field(10, ge=1)  # parallelism limits N/levels, 2N/levels, ..., N
+    return_scale: float = Field(100.0, gt=0)  # return-to-go (job-seconds) is fed divided by this
+    target_return: float | None = None  # None: the target_quantile of the pool's per-job returns
+    target_quantile: float = Field(0.75, ge=0, le=1)
+    eval_jobs: int = Field(6, ge=1)
+    eval_episodes: int = Field(3, ge=1)
+    valid_episodes: int = Field(1, ge=1)
+
+
+class SeqEncoderParams(BaseModel):
+    """``encoder: {name: cjs_tokens, ...}``: graph embeddings -> stage / executor / action tokens."""
+
+    model_config = ConfigDict(extra="forbid")
+    hidden: int = Field(32, ge=1)
+    rounds: int = Field(4, ge=0)
+
+
+class SeqHeadParams(BaseModel):
+    """``head: {name: cjs_policy, ...}``: pointer over stage tokens + MLP over limit levels."""
+
+    model_config = ConfigDict(extra="forbid")
+    hidden: int = Field(64, ge=1)
+
+
+class CJSKDParams(BaseModel):
+    """``losses: [{name: cjs_kd, ...}]``: T^2 KL(teacher || student) on both heads."""
+
+    model_config = ConfigDict(extra="forbid")
+    temperature: float = Field(1.0, gt=0)
+    limit_weight: float = Field(1.0, ge=0)

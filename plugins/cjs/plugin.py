@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from mamba4net.core.hookspecs import hookimpl
 
-from .config import DecimaParams, RuleSchedulerParams
+from .config import CJSKDParams, CJSParams, DecimaParams, RuleSchedulerParams, SeqEncoderParams, SeqHeadParams
 
 
 def _rule(name: str):
@@ -46,3 +46,50 @@ def mamba4net_register_encoders(register):
     from .config import GraphEncoderParams
 
     register("cjs_graph", build_graph_encoder, params=GraphEncoderParams)
+    register("cjs_tokens", build_token_encoder, params=SeqEncoderParams)
+
+
+# --- the distillation task: return-conditioned sequence policies (see .task, .tokens) ----------
+def build_task(params: CJSParams):
+    from .task import CJSTask
+
+    return CJSTask(params)
+
+
+def build_token_encoder(params: SeqEncoderParams, *, task, d_model: int):
+    from .tokens import CJSTokenEncoder
+
+    tp = task.params
+    return CJSTokenEncoder(d_model, hidden=params.hidden, rounds=params.rounds, window=tp.window,
+                           limit_levels=tp.limit_levels)
+
+
+def build_policy_head(params: SeqHeadParams, *, task, d_model: int):
+    from .tokens import CJSPolicyHead
+
+    tp = task.params
+    return CJSPolicyHead(d_model, max_stages=tp.max_stages, limit_levels=tp.limit_levels, hidden=params.hidden)
+
+
+def build_kd(params: CJSKDParams, *, task, d_student=None, d_teacher=None):
+    from .tokens import CJSKDLoss
+
+    max_stages = getattr(getattr(task, "params", None), "max_stages", None)
+    if max_stages is None:
+        raise ValueError(f"loss 'cjs_kd' needs the cjs task, got {getattr(task, 'name', task)!r}")
+    return CJSKDLoss(max_stages, params.temperature, params.limit_weight)
+
+
+@hookimpl
+def mamba4net_register_tasks(register):
+    register("cjs", build_task, params=CJSParams)
+
+
+@hookimpl
+def mamba4net_register_heads(register):
+    register("cjs_policy", build_policy_head, params=SeqHeadParams)
+
+
+@hookimpl
+def mamba4net_register_losses(register):
+    register("cjs_kd", build_kd, params=CJSKDParams)

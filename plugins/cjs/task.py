@@ -1,0 +1,188 @@
+"""The CJS task: the Spark cluster simulator, the experience pool, the RL loss and JCT evaluation.
+
+Teacher and student are return-conditioned sequence policies (NetLLM) whose per-decision tokens
+are the candidate stages, an executor token and the action (:mod:`.windows`, :mod:`.tokens`). They
+learn from an experience pool of rule schedulers (:mod:`.pool`) with cross-entropy on both heads
+(stage choice, parallelism limit) as the RL loss; the student is distilled with that loss plus
+``beta * cjs_kd`` (KL on both heads). They are scored by scheduling the simulator
+(:mod:`.policy`): every scheduler faces the same seeded job sequences of the split
+(:mod:`.evaluation`).
+
+Splits (seeds in :data:`.evaluation.SPLIT_SEEDS`): the pool's sequences come from the train seeds;
+``valid`` sequences select models during training; ``test`` sequences are never used for selection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mamba4net.core.model import eval_mode
+from mamba4net.core.paths import cache_dir
+
+from .config import CJSParams
+
+log = logging.getLogger("mamba4net")
+
+POOL_FORMAT = 1
+SPLITS = ("train", "valid", "test")
+# windows of valid/test (e.g. a real batch to benchmark a model on): one fair episode, small
+EVAL_POOL = {"policies": ["fair"], "episodes": 1}
+
+
+class CJSTask:
+    name = "cjs"
+    metric = "avg_jct_s"
+    higher_is_better = False
+    default_encoder = "cjs_tokens"
+    default_head = "cjs_policy"
+    default_baselines = ["fifo", "fair", "srwf", "decima"]
+
+    def __init__(self, params: CJSParams | None = None):
+        self.params = params if params is not None else CJSParams()
+        self._library = None
+        self._pools: dict[str, Any] = {}
+        self._data: dict[str, Any] = {}
+
+    @property
+    def library(self):
+        if self._library is None:
+            from .jobs import JobLibrary
+
+            self._library = JobLibrary(self.params.cluster.tpch_dir)
+        return self._library
+
+    @property
+    def limits(self) -> list[int]:
+        from .pool import limit_values
+
+        return limit_values(self.params.cluster.num_executors, self.params.limit_levels)
+
+    # --- experience pool and training data ---------------------------------------------------
+    def _pool_spec(self, split: str) -> dict[str, Any]:
+        from .evaluation import SPLIT_SEEDS
+
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; splits: {', '.join(SPLITS)}")
+        p = self.params
+        if split == "train":
+            spec = {"policies": list(p.pool.policies), "episodes": p.pool.episodes, "jobs": p.pool.jobs}
+            seeds = [SPLIT_SEEDS["train"] + p.pool.seed * 1000 + i for i in range(p.pool.episodes)]
+        else:
+            spec = {**EVAL_POOL, "jobs": p.eval_jobs}
+            seeds = [SPLIT_SEEDS[split] + i for i in range(spec["episodes"])]
+        cluster = p.cluster.model_dump(exclude={"data_dir"})
+        return {"format": POOL_FORMAT, "split": split, **spec, "seeds": seeds, "cluster": cluster,
+                "limit_levels": p.limit_levels, "tpch_dir": str(p.cluster.tpch_dir)}
+
+    def pool(self, split: str = "train"):
+        """The experience pool of ``split``: loaded from the pool folder when one with the same
+        spec exists there, else generated (and saved): a pool is reused across runs."""
+        if split in self._pools:
+            return self._pools[split]
+        from .pool import ExperiencePool, generate_pool
+
+        spec = self._pool_spec(split)
+        digest = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+        folder = Path(self.params.pool_dir).expanduser() if self.params.pool_dir else cache_dir() / "cjs" / "pools"
+        path = folder / f"{split}-{digest}.safetensors"
+        if path.exists():
+            pool = ExperiencePool.load(path)
+            log.info("cjs: experience pool %s (%d episodes, %d decisions)", path, pool.num_episodes, pool.num_decisions)
+        else:
+            t0 = time.perf_counter()
+            pool = generate_pool(self.params.cluster, self.library, spec["policies"], episodes=spec["episodes"],
+                                 jobs=spec["jobs"], seeds=spec["seeds"], limit_levels=self.params.limit_levels,
+                                 meta={"split": split, "spec_digest": digest})
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pool.save(path)
+            log.info("cjs: generated %s (%d episodes, %d decisions, %.1f s)", path, pool.num_episodes,
+                     pool.num_decisions, time.perf_counter() - t0)
+        self._pools[split] = pool
+        return pool
+
+    def data(self, split: str):
+        if split not in self._data:
+            from .windows import PoolWindows
+
+            p = self.params
+            self._data[split] = PoolWindows(self.pool(split), window=p.window, stride=p.stride,
+                                            max_stages=p.max_stages, return_scale=p.return_scale)
+        return self._data[split]
+
+    @property
+    def target_return(self) -> float:
+        """The return asked at an episode's first decision (job-seconds, negative):
+        ``target_return``, else the ``target_quantile`` of the training pool's per-job episode
+        returns times ``eval_jobs`` (pool and evaluation episodes may hold different job counts)."""
+        if self.params.target_return is not None:
+            return float(self.params.target_return)
+        pool = self.pool("train")
+        per_job = pool.episode_returns() / np.asarray(pool.jobs, dtype=np.float64)
+        return float(np.quantile(per_job, self.params.target_quantile)) * self.params.eval_jobs
+
+    def loss(self, out: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        from .tokens import policy_loss
+
+        pred = out.pred if hasattr(out, "pred") else out
+        K = self.params.max_stages
+        if pred.shape[-1] != K + self.params.limit_levels or pred.shape[:2] != batch["dec_mask"].shape:
+            raise ValueError(f"CJS pred {tuple(pred.shape)} does not match the batch's decisions "
+                             f"{tuple(batch['dec_mask'].shape)} x ({K} stages + {self.params.limit_levels} levels)")
+        return policy_loss(pred, batch, K)
+
+    # --- evaluation --------------------------------------------------------------------------
+    def as_scheduler(self, predictor: Any, mode: str = "auto"):
+        """A baseline is already a scheduler; a model (encoder -> backbone -> head) is wrapped."""
+        if hasattr(predictor, "backbone") and hasattr(predictor, "encoder"):
+            from .policy import SequenceScheduler
+
+            p = self.params
+            return SequenceScheduler(predictor, window=p.window, max_stages=p.max_stages, limits=self.limits,
+                                     return_scale=p.return_scale, target_return=self.target_return, mode=mode)
+        if callable(predictor):
+            return predictor
+        raise TypeError(f"cannot schedule with {type(predictor).__name__}: neither a model nor a scheduler")
+
+    def evaluate(self, predictor: Any, split: str = "test") -> dict[str, Any]:
+        """Average JCT (s) over every job of the split's first ``eval_episodes`` seeded sequences
+        (``valid_episodes`` on valid), makespan, executor utilisation and ``decision_ms`` (mean
+        wall time per scheduling decision, batch 1); off the valid split also ``details`` with
+        every job's JCT (for the CDF figure)."""
+        from .decima import single_thread
+        from .evaluation import evaluate_scheduler
+
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; splits: {', '.join(SPLITS)}")
+        p = self.params
+        episodes = p.valid_episodes if split == "valid" else p.eval_episodes
+        with torch.no_grad(), eval_mode(predictor), single_thread():
+            sched = self.as_scheduler(predictor)
+            r = evaluate_scheduler(sched, p.cluster, split, episodes, num_jobs=p.eval_jobs,
+                                   library=self.library, keep_jct=True)
+        out: dict[str, Any] = {
+            "avg_jct_s": float(r["avg_jct_s"]), "makespan_s": float(r["makespan_s"]),
+            "utilisation": float(r["utilisation"]), "decision_ms": round(float(r["decision_ms"]), 4),
+            "decisions": int(r["decisions"]), "jobs": int(r["jobs"]),
+        }
+        if split != "valid":
+            out["details"] = {"jct_s": [float(x) for x in r["jct_s"]],
+                              "episode_avg_jct_s": [float(x) for x in r["episode_avg_jct_s"]]}
+        return out
+
+    def figures(self, details: dict[str, dict], out_dir: Path) -> list[dict[str, str]]:
+        from .plots import plot_jct_cdf
+
+        if plot_jct_cdf(details, Path(out_dir) / "cjs_jct_cdf.png"):
+            return [{"title": "Job completion time per job (CDF)", "file": "cjs_jct_cdf.png"}]
+        return []
+
+    def __repr__(self) -> str:
+        return f"CJSTask(window={self.params.window}, max_stages={self.params.max_stages})"

@@ -1,0 +1,186 @@
+"""CJS sequence policies: experience pool, windows, streaming == re-encoding, evaluation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mamba4net.core.errors import DataError
+from mamba4net.core.model import NetModel
+from mamba4net.core.protocols import ModelOutput
+from mamba4net.plugins.cjs.baselines import RuleBaseline
+from mamba4net.plugins.cjs.config import CJSParams, ClusterParams, PoolParams
+from mamba4net.plugins.cjs.evaluation import episode_jobs, make_sim
+from mamba4net.plugins.cjs.policy import SequenceScheduler, can_stream
+from mamba4net.plugins.cjs.pool import ARRAYS, ExperiencePool
+from mamba4net.plugins.cjs.task import CJSTask
+from mamba4net.plugins.cjs.tokens import CJSKDLoss, CJSPolicyHead, CJSTokenEncoder
+from mamba4net.plugins.cjs.windows import candidates
+
+# a small cluster and small jobs keep every episode to a few hundred decisions
+SMALL = dict(num_executors=6, job_arrival_rate=1e-4, scales=["2g"], queries=[1, 3, 6, 12, 14])
+
+
+def _task(tmp_path, **kw) -> CJSTask:
+    params = dict(cluster=ClusterParams(**SMALL), pool=PoolParams(policies=["fifo", "fair"], episodes=2, jobs=3),
+                  pool_dir=str(tmp_path / "pools"), window=4, max_stages=4, limit_levels=3, eval_jobs=2,
+                  eval_episodes=1, valid_episodes=1)
+    return CJSTask(CJSParams(**{**params, **kw}))
+
+
+def _model(d: int, backbone, task: CJSTask) -> NetModel:
+    p = task.params
+    enc = CJSTokenEncoder(d, hidden=8, rounds=2, window=p.window, limit_levels=p.limit_levels)
+    head = CJSPolicyHead(d, max_stages=p.max_stages, limit_levels=p.limit_levels, hidden=8)
+    return NetModel(enc, backbone, head).eval()
+
+
+def test_pool_round_trip_and_cache(tmp_path):
+    task = _task(tmp_path)
+    pool = task.pool("train")
+    assert pool.num_episodes == 4 and pool.policy == ["fifo", "fair", "fifo", "fair"]
+    assert pool.seed[0] == pool.seed[1] != pool.seed[2]  # both schedulers face the same sequence
+    # the rewards sum to minus the total JCT of each episode
+    np.testing.assert_allclose(-pool.episode_returns(), np.asarray(pool.avg_jct_s) * np.asarray(pool.jobs), rtol=1e-4)
+    files = sorted((tmp_path / "pools").iterdir())
+    assert [f.suffix for f in files] == [".json", ".safetensors"]
+    again = ExperiencePool.load(files[1])
+    for k in ARRAYS:
+        np.testing.assert_array_equal(getattr(again, k), getattr(pool, k))
+    assert again.policy == pool.policy and again.meta == pool.meta
+    reused = _task(tmp_path).pool("train")  # a second task finds the cached file
+    np.testing.assert_array_equal(reused.reward, pool.reward)
+    assert len(list((tmp_path / "pools").iterdir())) == 2
+
+
+def test_corrupt_pool_files_name_the_file(tmp_path):
+    task = _task(tmp_path)
+    task.pool("train")
+    tensors = next((tmp_path / "pools").glob("*.safetensors"))
+    side = tensors.with_suffix(".json")
+    good = tensors.read_bytes()
+    tensors.write_bytes(b"garbage" * 10)
+    with pytest.raises(DataError) as err:
+        ExperiencePool.load(tensors)
+    assert str(tensors) in str(err.value) and "\n" not in str(err.value)
+    tensors.write_bytes(good)
+    side.write_text("{not json")
+    with pytest.raises(DataError, match=str(side)):
+        ExperiencePool.load(tensors)
+
+
+def test_candidates_put_each_jobs_first_stage_first():
+    mask = np.array([0, 1, 1, 0, 1, 1, 1], dtype=bool)
+    node_job = np.array([0, 0, 0, 1, 1, 2, 2])
+    assert candidates(mask, node_job, 10).tolist() == [1, 4, 5, 2, 6]
+    assert candidates(mask, node_job, 2).tolist() == [1, 4]
+
+
+def test_windows_shapes_and_returns(tmp_path):
+    task = _task(tmp_path)
+    data, pool, W, K = task.data("train"), task.pool("train"), 4, 4
+    sizes = np.diff(pool.episode_ptr)
+    assert len(data) == int(sum(-(-s // W) for s in sizes))
+    b = data.batch(torch.arange(len(data)))
+    B = len(data)
+    assert b["dec_mask"].shape == (B, W) and b["cand_mask"].shape == (B, W, K)
+    assert int(b["dec_mask"].sum()) == pool.num_decisions
+    assert b["dec_feat"].shape == (pool.num_decisions, 2)
+    # the first window of episode 0 starts with the whole episode's return
+    np.testing.assert_allclose(b["rtg"][0, 0].item(), pool.episode_returns()[0] / task.params.return_scale, rtol=1e-4)
+    assert b["step"][0].tolist() == list(range(W))
+    # taken actions are candidates (rule schedulers pick a job's first runnable stage)
+    taken = b["action"][b["dec_mask"]]
+    assert (taken >= 0).float().mean() == data.action_coverage
+    hit = b["dec_mask"] & (b["action"] >= 0)
+    assert b["cand_mask"].gather(2, b["action"].clamp_min(0).unsqueeze(-1)).squeeze(-1)[hit].all()
+    # token positions: k stage tokens, then executor, then action; packed without gaps
+    k = b["cand_mask"].sum(-1)
+    assert torch.equal(b["exec_pos"][b["dec_mask"]], (b["stage_pos"][..., 0] + k)[b["dec_mask"]])
+    assert torch.equal(b["length"], ((k + 2) * b["dec_mask"]).sum(1))
+
+
+def test_model_pred_loss_and_kd(tmp_path, tiny_student):
+    task = _task(tmp_path)
+    torch.manual_seed(0)
+    model = _model(tiny_student.d_model, tiny_student, task)
+    batch = task.data("train").batch(torch.arange(3))
+    out = model(batch)
+    assert out.pred.shape == (3, 4, 4 + 3)
+    loss = task.loss(out, batch)
+    assert torch.isfinite(loss) and loss.item() > 0
+    kd = CJSKDLoss(4)
+    assert kd(out, ModelOutput(out.pred.detach()), batch).abs().item() < 1e-6
+    assert kd(out, ModelOutput(out.pred.detach() + torch.randn_like(out.pred)), batch).item() > 0
+
+
+def _play(scheduler, cluster, seed=200_000, jobs=2, max_decisions=14):
+    sim = make_sim(cluster)
+    from mamba4net.plugins.cjs.jobs import JobLibrary
+
+    sim.reset(episode_jobs(cluster, JobLibrary(cluster.tpch_dir), seed, jobs), seed=seed)
+    picks = []
+    while not sim.done and len(picks) < max_decisions:
+        stage, limit = scheduler(sim)
+        picks.append((stage.job.id, stage.spec.index, limit))
+        sim.step(stage, limit)
+    return picks, sim.time
+
+
+def test_streaming_student_decides_like_re_encoding(tmp_path, tiny_student):
+    """One recurrent step per token gives the same decisions as re-running the block's history."""
+    task = _task(tmp_path)
+    torch.manual_seed(1)
+    model = _model(tiny_student.d_model, tiny_student, task)
+    assert can_stream(model)
+    kw = dict(window=4, max_stages=4, limits=task.limits, return_scale=100.0, target_return=-60.0)
+    stream = SequenceScheduler(model, mode="stream", **kw)
+    reenc = SequenceScheduler(model, mode="reencode", **kw)
+    a, time_a = _play(stream, task.params.cluster)
+    b, time_b = _play(reenc, task.params.cluster)
+    assert len(a) == 14  # three context blocks and a half
+    assert a == b and time_a == time_b
+    assert len({p[:2] for p in a}) > 1 and len({p[2] for p in a}) >= 1
+
+
+def test_teacher_cannot_stream_and_says_so(tmp_path, tiny_teacher):
+    task = _task(tmp_path)
+    model = _model(tiny_teacher.d_model, tiny_teacher, task)
+    if can_stream(model):
+        pytest.skip("this teacher backbone has a recurrent step")
+    with pytest.raises(ValueError, match="reencode"):
+        SequenceScheduler(model, mode="stream", window=4, max_stages=4, limits=[1, 2], return_scale=1.0,
+                          target_return=0.0)
+
+
+def test_evaluate_rule_baseline_and_tiny_model(tmp_path, tiny_student):
+    task = _task(tmp_path, eval_jobs=1)
+    fair = task.evaluate(RuleBaseline("fair"), "test")
+    assert fair["avg_jct_s"] > 0 and len(fair["details"]["jct_s"]) == 1
+    assert {"makespan_s", "utilisation", "decision_ms"} <= set(fair)
+    again = task.evaluate(RuleBaseline("fair"), "test")
+    assert again["avg_jct_s"] == fair["avg_jct_s"]  # seeded: same sequences, same draws
+    torch.manual_seed(0)
+    model = _model(tiny_student.d_model, tiny_student, task)
+    scores = task.evaluate(model, "valid")
+    assert scores["avg_jct_s"] > 0 and "details" not in scores and scores["decision_ms"] > 0
+    assert task.figures({"fair": fair["details"]}, tmp_path) == [
+        {"title": "Job completion time per job (CDF)", "file": "cjs_jct_cdf.png"}]
+    assert (tmp_path / "cjs_jct_cdf.png").stat().st_size > 0
+
+
+def test_components_are_registered_and_fit_together(tmp_path, m4n_registry, tiny_student):
+    task = m4n_registry.get("tasks", "cjs").build({
+        "cluster": SMALL, "pool": {"policies": ["srwf"], "episodes": 1, "jobs": 2},
+        "pool_dir": str(tmp_path), "window": 4, "max_stages": 4, "limit_levels": 3})
+    assert task.metric == "avg_jct_s" and not task.higher_is_better
+    assert task.default_baselines == ["fifo", "fair", "srwf", "decima"]
+    d = tiny_student.d_model
+    enc = m4n_registry.get("encoders", task.default_encoder).build({"hidden": 8, "rounds": 1}, task=task, d_model=d)
+    head = m4n_registry.get("heads", task.default_head).build({"hidden": 8}, task=task, d_model=d)
+    kd = m4n_registry.get("losses", "cjs_kd").build({"temperature": 2.0}, task=task)
+    batch = task.data("train").batch(torch.arange(2))
+    out = NetModel(enc, tiny_student, head)(batch)
+    assert torch.isfinite(kd(out, ModelOutput(out.pred.detach() * 2), batch))
+    assert torch.isfinite(task.loss(out, batch))
