@@ -1,0 +1,73 @@
+"""CJS at tiny scale: the Decima baseline's budget and determinism, and the real CLI end to end
+(pool, teacher, streaming student, baselines, keep_best, JCT CDF, report)."""
+
+import json
+import subprocess
+import sys
+import time
+
+import yaml
+
+from mamba4net.plugins.cjs.config import ClusterParams, DecimaParams
+from mamba4net.plugins.cjs.decima import DecimaBaseline
+from mamba4net.plugins.cjs.evaluation import evaluate_scheduler
+from mamba4net.testing.toy import tiny_pipeline_config
+
+SMALL = dict(num_executors=6, job_arrival_rate=1e-4, scales=["2g"], queries=[1, 3, 6, 12, 14])
+
+
+def _decima(**kw):
+    params = DecimaParams(**{"iterations": 3, "rollouts": 2, "train_jobs": 2, "imitate_episodes": 1,
+                             "imitate_steps": 3, "imitate_batch": 16, "valid_every": 1, "valid_episodes": 1,
+                             "hidden": 8, "rounds": 1, **kw})
+    return DecimaBaseline(params, ClusterParams(**SMALL))
+
+
+def test_decima_trains_deterministically_within_budget():
+    a, b = _decima(), _decima()
+    a.fit()
+    b.fit()
+    assert a.fit_info["iterations"] == 3 and a.fit_info["history"][0]["imitate_steps"] == 3
+    for k, v in a.state_dict().items():
+        assert (v == b.state_dict()[k]).all(), k
+    jct = evaluate_scheduler(a, a.cluster, "test", 1, num_jobs=2)["avg_jct_s"]
+    assert jct > 0 and jct == evaluate_scheduler(b, b.cluster, "test", 1, num_jobs=2)["avg_jct_s"]
+    # a wall-clock budget ends training early, after at least one iteration
+    slow = _decima(iterations=10_000, imitate=None)
+    t0 = time.perf_counter()
+    slow.fit(budget=1.0)
+    assert 1 <= slow.fit_info["iterations"] < 10_000 and time.perf_counter() - t0 < 30
+
+
+def test_cjs_cli_end_to_end(tmp_path):
+    train = {"steps": 6, "batch_size": 4, "lr": 3e-3, "warmup_steps": 1, "log_every": 2,
+             "checkpoint_every": 3, "eval_every": 3, "keep_best": True}
+    cfg = tiny_pipeline_config(
+        name="cjs-tiny",
+        task={"name": "cjs", "cluster": SMALL, "pool": {"policies": ["fifo", "fair"], "episodes": 1, "jobs": 3},
+              "pool_dir": str(tmp_path / "pools"), "window": 4, "max_stages": 4, "limit_levels": 3,
+              "eval_jobs": 3, "eval_episodes": 1, "valid_episodes": 1},
+        encoder={"name": "cjs_tokens", "hidden": 8, "rounds": 1},
+        head={"name": "cjs_policy", "hidden": 8},
+        train={"adapt_teacher": train,
+               "distill": {**train, "cache_teacher": True, "losses": [{"name": "task"}, {"name": "cjs_kd"}]}},
+        evaluate={"baselines": ["fifo", "fair"]},
+        benchmark={"repeats": 1, "sweep": False},
+    )
+    path = tmp_path / "cjs_tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    run = subprocess.run([sys.executable, "-m", "mamba4net.core.cli", "run", str(path), "--out", str(tmp_path / "run")],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = tmp_path / "run"
+    results = json.loads((out / "results.json").read_text())
+    assert results["metric"] == "avg_jct_s" and results["higher_is_better"] is False
+    assert set(results["models"]) == {"fifo", "fair", "teacher", "student"}
+    for name, m in results["models"].items():
+        assert m["avg_jct_s"] > 0 and m["jobs"] == 3 and m["decision_ms"] > 0, name
+    for stage in ("adapt_teacher", "distill"):
+        assert json.loads((out / "checkpoints" / stage / "best.json").read_text())["step"] in (3, 6)
+    details = json.loads((out / "evaluation_details.json").read_text())
+    assert all(len(details[m]["jct_s"]) == 3 for m in results["models"])
+    assert (out / "cjs_jct_cdf.png").exists()
+    assert "![Job completion time per job (CDF)](cjs_jct_cdf.png)" in (out / "report.md").read_text()
