@@ -10,9 +10,10 @@ so the gradient DeepSpeed averages over ranks is the single-process gradient of 
 losses are averaged over ranks before they are logged, and only rank 0 writes anything.
 
 Model selection (``keep_best``, plain PyTorch engine): each validation that beats the best so far
-writes the trainable weights to ``best.safetensors`` in the stage folder (with ``best.json``); at
-the end of the stage the model takes those weights back, so what is exported is the best model on
-the validation split, not the last one. A resumed stage reads the best so far from those files.
+writes the trainable weights to ``best-<step>.safetensors`` in the stage folder, then points
+``best.json`` at it (with the previous best, whose file is kept); at the end of the stage the model
+takes those weights back, so what is exported is the best model on the validation split, not the
+last one. A resumed stage takes the best at or before its checkpoint from ``best.json``.
 """
 
 from __future__ import annotations
@@ -250,8 +251,9 @@ class Trainer:
         # this rank's slice of every global batch
         self.slice = dist.shard_of(params.batch_size) if self.engine.name == "deepspeed" else (0, params.batch_size)
         self.select = select if params.keep_best else None
-        if self.select and (valid_fn is None or self.engine.name == "deepspeed"):
-            raise TrainingError(f"stage {stage}: keep_best needs a validation split and the torch engine")
+        if params.keep_best and (select is None or valid_fn is None or self.engine.name == "deepspeed"):
+            raise TrainingError(f"stage {stage}: keep_best needs a validation split, a metric to rank by "
+                                "and the torch engine")
         self.best: dict | None = None  # {"step", "value"} of the best validation so far
 
     @property
@@ -267,10 +269,8 @@ class Trainer:
             return 0
         step, path = found
         self.engine.load(path, self.ckpt.state(path))
-        best = self.ckpt.dir / "best.json"
-        if self.select and best.exists():
-            info = json.loads(best.read_text())
-            self.best = info if info["step"] <= step else None  # a later best was not checkpointed
+        if self.select:
+            self.best = self._best_at_or_before(step)
         if dist.is_main():
             self.run.truncate_metrics(self.stage, step)
         log.info("stage %s: resumed from %s (step %d)", self.stage, path, step)
@@ -326,12 +326,12 @@ class Trainer:
         if self.valid_fn:
             last.update(self._validate(self.p.steps))
         if self.best is not None and self.best["step"] != self.p.steps:
-            path = self.ckpt.dir / "best.safetensors"
+            path = self.ckpt.dir / self.best["file"]
             load_into(self.module, load_tensors(path), path)
             log.info("stage %s: kept the weights of step %d (%s %.4g) over the last step's",
                      self.stage, self.best["step"], self.select[0], self.best["value"])
         if self.best is not None:
-            last["best_step"] = self.best["step"]
+            last["best_step"], last["best_value"] = self.best["step"], self.best["value"]
         return last
 
     def export(self, part: nn.Module, trainable_only: bool = False) -> dict[str, Tensor]:
@@ -361,10 +361,29 @@ class Trainer:
             return
         if self.best is not None and not (value > self.best["value"] if higher else value < self.best["value"]):
             return
-        self.best = {"step": step, "value": float(value)}
+        previous = self.best
+        self.best = {"step": step, "value": float(value), "file": f"best-{step}.safetensors"}
         self.ckpt.dir.mkdir(parents=True, exist_ok=True)
-        save_tensors(self.ckpt.dir / "best.safetensors", trainable_state(self.module))
-        write_json(self.ckpt.dir / "best.json", self.best)
+        save_tensors(self.ckpt.dir / self.best["file"], trainable_state(self.module))
+        write_json(self.ckpt.dir / "best.json", {**self.best, "previous": previous})  # the pointer, last
+        keep = {self.best["file"], previous["file"] if previous else None}
+        for old in self.ckpt.dir.glob("best-*.safetensors"):
+            if old.name not in keep:
+                old.unlink()
+
+    def _best_at_or_before(self, step: int) -> dict | None:
+        """The best validation recorded at or before ``step`` (a later one was not checkpointed)."""
+        path = self.ckpt.dir / "best.json"
+        if not path.exists():
+            return None
+        try:
+            info = json.loads(path.read_text())
+            for cand in (info, info.get("previous")):
+                if cand and cand["step"] <= step:
+                    return {k: cand[k] for k in ("step", "value", "file")}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise DataError(f"{path}: unreadable best-validation record ({exc!r})") from None
+        return None
 
     def _check_norm(self, step: int, gnorm: float) -> None:
         if not math.isfinite(gnorm):

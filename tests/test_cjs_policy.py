@@ -141,7 +141,7 @@ def test_streaming_student_decides_like_re_encoding(tmp_path, tiny_student):
     b, time_b = _play(reenc, task.params.cluster)
     assert len(a) == 14  # three context blocks and a half
     assert a == b and time_a == time_b
-    assert len({p[:2] for p in a}) > 1 and len({p[2] for p in a}) >= 1
+    assert len({p[:2] for p in a}) > 1  # it chose different stages: the equality is not trivial
 
 
 def test_teacher_cannot_stream_and_says_so(tmp_path, tiny_teacher):

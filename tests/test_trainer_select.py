@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from mamba4net.core.config import TrainParams
-from mamba4net.core.errors import TrainingError
+from mamba4net.core.errors import DataError, TrainingError
 from mamba4net.core.runs import RunDir
 from mamba4net.core.trainer import Trainer
 
@@ -52,7 +52,11 @@ def test_keeps_the_best_validation_weights(tmp_path):
     assert len(seen) == 3 and final["best_step"] == 4
     assert torch.equal(module["model"].weight, seen[1])  # step 4's weights, not step 6's
     assert not torch.equal(seen[1], seen[2])
-    assert json.loads((tmp_path / "checkpoints" / "distill" / "best.json").read_text()) == {"step": 4, "value": 1.0}
+    info = json.loads((tmp_path / "checkpoints" / "distill" / "best.json").read_text())
+    assert info["step"] == 4 and info["value"] == 1.0 and info["previous"]["step"] == 2
+    assert final["best_value"] == 1.0
+    assert sorted(p.name for p in (tmp_path / "checkpoints" / "distill").glob("best-*")) == [
+        "best-2.safetensors", "best-4.safetensors"]
 
 
 def test_higher_is_better_and_off(tmp_path):
@@ -67,10 +71,32 @@ def test_resume_remembers_the_best(tmp_path):
     trainer, module, seen = _trainer(tmp_path, [1.0, 5.0, 5.0], steps=4)  # best at step 2
     trainer.fit()
     best_weights = seen[0]
-    # a longer stage resumed from the step-4 checkpoint: its one new validation (step 6) is worse
+    # a longer stage resumed from its only checkpoint (step 2; step 4 was the end): the validations
+    # it replays (steps 4, 6) are worse, so step 2 stays the best
     trainer, module, seen = _trainer(tmp_path, [9.0, 9.0], steps=6)
     assert trainer.fit(resume=True)["best_step"] == 2
     assert torch.equal(module["model"].weight, best_weights)
+
+
+def test_resume_forgets_a_best_after_the_checkpoint(tmp_path):
+    # best at step 2, then a better one at step 4, after the last checkpoint (step 2) of the stage
+    trainer, module, seen = _trainer(tmp_path, [2.0, 1.0, 5.0], steps=6)
+    trainer.fit()
+    ckpt = tmp_path / "checkpoints" / "distill"
+    # as if killed right after step 4's validation, before its checkpoint: resume from step 2
+    (ckpt / "latest.json").write_text(json.dumps({"step": 2, "path": "step-000002"}) + "\n")
+    trainer, module, seen = _trainer(tmp_path, [3.0, 3.0], steps=6)
+    final = trainer.fit(resume=True)
+    assert final["best_step"] == 2 and final["best_value"] == 2.0  # step 4's record was the previous run's
+
+
+def test_corrupt_best_record_is_one_line(tmp_path):
+    trainer, _, _ = _trainer(tmp_path, [1.0, 2.0, 3.0])
+    trainer.fit()
+    (tmp_path / "checkpoints" / "distill" / "best.json").write_text("{not json")
+    trainer, _, _ = _trainer(tmp_path, [1.0, 2.0, 3.0], steps=8)
+    with pytest.raises(DataError, match=r"best\.json: unreadable"):
+        trainer.fit(resume=True)
 
 
 def test_metric_missing_from_validation(tmp_path):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mamba4net.core.paths import default_data_dir
 
@@ -104,7 +104,8 @@ class DecimaParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     hidden: int = Field(32, ge=1)
     rounds: int = Field(4, ge=0)
-    iterations: int = Field(200, ge=1)
+    iterations: int = Field(200, ge=1, le=999)  # (with seed and imitate_episodes: train seeds stay
+    # seed * 1000 + i < 50_000, imitation seeds 50_000 + seed * 1000 + e < 100_000 = the valid seeds)
     budget_s: float = Field(180.0, gt=0)  # wall-clock cap on fit()
     rollouts: int = Field(4, ge=2)  # episodes per iteration on the same job sequence
     train_jobs: int = Field(8, ge=1)  # jobs per training episode
@@ -113,12 +114,12 @@ class DecimaParams(BaseModel):
     entropy: float = Field(0.01, ge=0)  # entropy bonus weight
     limit_levels: int = Field(10, ge=1)  # the limit head chooses among this many evenly spaced limits
     imitate: Literal["fifo", "fair", "srwf"] | None = "fair"
-    imitate_episodes: int = Field(4, ge=1)
+    imitate_episodes: int = Field(4, ge=1, le=999)
     imitate_steps: int = Field(100, ge=0)  # stops early at half of budget_s
     imitate_batch: int = Field(64, ge=1)  # observations per behaviour-cloning step
     valid_every: int = Field(10, ge=1)  # iterations between greedy scores on the valid split
     valid_episodes: int = Field(2, ge=1)  # valid sequences (of train_jobs jobs) per score
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=50)
 
 
 # ---- the distillation task (task `cjs`, see .task) ---------------------------------------------
@@ -134,9 +135,10 @@ class PoolParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     policies: list[Literal["fifo", "fair", "srwf"]] = Field(default_factory=lambda: ["fifo", "fair", "srwf"])
-    episodes: int = Field(4, ge=1)
+    # sequence seeds are seed * 1000 + i: these bounds keep them below the valid/test seeds
+    episodes: int = Field(4, ge=1, le=1000)
     jobs: int = Field(6, ge=1)
-    seed: int = 1
+    seed: int = Field(1, ge=0, lt=100)
 
 
 class CJSParams(BaseModel):
@@ -155,7 +157,7 @@ class CJSParams(BaseModel):
     pool: PoolParams = Field(default_factory=PoolParams)
     pool_dir: str | None = None  # None: <cache>/cjs/pools; a pool is reused across runs
     window: int = Field(8, ge=1)  # decisions per training sample, and the policies' context block
-    stride: int | None = Field(None, ge=1)  # start of one window to the next; None: = window
+    stride: int | None = Field(None, ge=1)  # start of one window to the next (<= window); None: = window
     max_stages: int = Field(16, ge=1)  # K: candidate stage tokens per decision (cap)
     limit_levels: int = Field(10, ge=1)  # parallelism limits N/levels, 2N/levels, ..., N
     return_scale: float = Field(100.0, gt=0)  # return-to-go (job-seconds) is fed divided by this
@@ -164,6 +166,12 @@ class CJSParams(BaseModel):
     eval_jobs: int = Field(6, ge=1)
     eval_episodes: int = Field(3, ge=1)
     valid_episodes: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _stride_fits(self) -> "CJSParams":
+        if self.stride is not None and self.stride > self.window:
+            raise ValueError(f"stride ({self.stride}) must not exceed window ({self.window}): decisions would be skipped")
+        return self
 
 
 class SeqEncoderParams(BaseModel):

@@ -12,7 +12,9 @@ job sequence (train split, new sequence per iteration); the baseline at time ``t
 return-to-go at ``t`` over those rollouts (Decima's input-dependent baseline), and advantages
 are scaled by their standard deviation. An entropy bonus keeps exploration up. Every
 ``valid_every`` iterations the greedy policy is scored on the valid split and the best weights
-are kept. Budget: ``iterations`` or ``budget_s`` seconds, whichever comes first.
+are kept. Budget: ``iterations`` or ``budget_s`` seconds, whichever comes first; training stops
+before an iteration (plus its closing validation) that would not fit in what is left of the
+budget, judged by the mean iteration time so far.
 """
 
 from __future__ import annotations
@@ -211,18 +213,22 @@ class DecimaBaseline:
         best = (float("inf"), 0, copy.deepcopy(self.policy.state_dict()))
         history = []
         t0 = time.perf_counter()
+        valid_s = 0.0  # how long the last validation took
         if p.imitate and p.imitate_steps > 0:
             with single_thread():
                 row = {"iteration": 0, **self._imitate(library, sim, opt, t0 + budget_s / 2)}
+            v0 = time.perf_counter()
             row["valid_avg_jct_s"] = self._valid(library)
+            valid_s = time.perf_counter() - v0
             row["seconds"] = time.perf_counter() - t0
             best = (row["valid_avg_jct_s"], 0, copy.deepcopy(self.policy.state_dict()))
             history.append(row)
             opt = torch.optim.Adam(self.policy.parameters(), lr=p.lr)  # fresh moments for the RL phase
         bar = progress_bar(p.iterations, "decima")
         it = 0
+        rl_start = time.perf_counter()
         for it in range(1, p.iterations + 1):
-            seed = SPLIT_SEEDS["train"] + p.seed * 100_000 + it
+            seed = SPLIT_SEEDS["train"] + p.seed * 1000 + it  # < SPLIT_SEEDS["valid"] (DecimaParams bounds)
             jobs = episode_jobs(self.cluster, library, seed, p.train_jobs, p.train_rate)
             self.policy.eval()
             with single_thread():
@@ -236,9 +242,14 @@ class DecimaBaseline:
             self.policy.eval()
             row = {"iteration": it, "train_avg_jct_s": sum(r["avg_jct_s"] for r in rolls) / len(rolls),
                    "loss": float(loss.detach()), **info, "seconds": time.perf_counter() - t0}
-            last = it == p.iterations or time.perf_counter() - t0 >= budget_s
+            # stop when the next iteration and a closing validation would not fit in the budget
+            now = time.perf_counter()
+            per_iteration = (now - rl_start) / it
+            last = it == p.iterations or now - t0 + per_iteration + valid_s >= budget_s
             if it % p.valid_every == 0 or last:
+                v0 = time.perf_counter()
                 v = self._valid(library)
+                valid_s = time.perf_counter() - v0
                 row["valid_avg_jct_s"] = v
                 if v < best[0]:
                     best = (v, it, copy.deepcopy(self.policy.state_dict()))

@@ -38,15 +38,17 @@ from .sim import ClusterSim, Job, Stage
 NUM_FEATURES = 10
 GRAPH_KEYS = ("graph_x", "graph_edge_index", "graph_node_job", "graph_job_sample", "graph_mask")
 
-_EDGES: dict[int, Tensor] = {}  # id(JobSpec) -> (2, E) local edge index, specs live for the process
+# id(JobSpec) -> (the spec, its (2, E) local edge index). The entry holds the spec itself, so its id
+# cannot be reused by another spec while the entry exists (a freed library's ids would be).
+_EDGES: dict[int, tuple[JobSpec, Tensor]] = {}
 
 
 def _job_edges(spec: JobSpec) -> Tensor:
-    key = id(spec)
-    if key not in _EDGES:
+    hit = _EDGES.get(id(spec))
+    if hit is None or hit[0] is not spec:
         pairs = [(s.index, c) for s in spec.stages for c in s.children]
-        _EDGES[key] = torch.tensor(pairs, dtype=torch.long).T.reshape(2, -1)
-    return _EDGES[key]
+        hit = _EDGES[id(spec)] = (spec, torch.tensor(pairs, dtype=torch.long).T.reshape(2, -1))
+    return hit[1]
 
 
 @dataclass

@@ -44,6 +44,7 @@ class CJSTask:
     default_encoder = "cjs_tokens"
     default_head = "cjs_policy"
     default_baselines = ["fifo", "fair", "srwf", "decima"]
+    kd_loss = "cjs_kd"  # the generic `kd` would put stage and limit logits under one softmax
 
     def __init__(self, params: CJSParams | None = None):
         self.params = params if params is not None else CJSParams()

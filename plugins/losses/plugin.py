@@ -15,6 +15,11 @@ def build_task_loss(params, *, task, d_student=None, d_teacher=None):
 def build_kd(params, *, task, d_student=None, d_teacher=None):
     from mamba4net.plugins.losses.terms import KDLoss
 
+    own = getattr(task, "kd_loss", None)  # a task whose prediction is not one distribution names its own
+    if own:
+        raise ValueError(f"loss 'kd' does not fit task '{task.name}' (its prediction is not one softmax "
+                         f"distribution): use '{own}'")
+
     return KDLoss(params.temperature, params.alpha)
 
 
