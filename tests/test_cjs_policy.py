@@ -70,6 +70,25 @@ def test_corrupt_pool_files_name_the_file(tmp_path):
         ExperiencePool.load(tensors)
 
 
+@pytest.mark.parametrize("key, value, needle", [
+    ("level", -1, "negative limit levels"),
+    ("edge_index", 10_000, "edges point outside"),
+    ("done", "flip", "done flags"),
+])
+def test_inconsistent_pool_arrays_are_rejected(tmp_path, key, value, needle):
+    import dataclasses
+
+    pool = _task(tmp_path).pool("train")
+    arr = getattr(pool, key).copy()
+    if value == "flip":
+        arr[0] = not arr[0]
+    else:
+        arr.flat[0] = value
+    bad = dataclasses.replace(pool, **{key: arr}).save(tmp_path / "bad.safetensors")
+    with pytest.raises(DataError, match=f"bad.safetensors: .*{needle}"):
+        ExperiencePool.load(bad)
+
+
 def test_candidates_put_each_jobs_first_stage_first():
     mask = np.array([0, 1, 1, 0, 1, 1, 1], dtype=bool)
     node_job = np.array([0, 0, 0, 1, 1, 2, 2])

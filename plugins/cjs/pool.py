@@ -135,6 +135,8 @@ class ExperiencePool:
             lists = {k: list(info[k]) for k in ("policy", "seed", "avg_jct_s", "jobs")}
         except (KeyError, TypeError) as exc:
             raise DataError(f"{side}: experience-pool sidecar lacks {exc}") from None
+        if len({len(v) for v in lists.values()}) != 1:
+            raise DataError(f"{side}: experience-pool sidecar lists (policy, seed, avg_jct_s, jobs) differ in length")
         _check(path, a, len(lists["policy"]))
         return cls(**a, **lists, meta=info.get("meta", {}))
 
@@ -155,6 +157,16 @@ def _check(path: Path, a: dict[str, np.ndarray], n_policy: int) -> None:
     sizes = np.diff(a["node_ptr"])
     if (a["action_node"] < 0).any() or (a["action_node"] >= sizes).any():
         raise DataError(f"{path}: experience-pool actions point outside their decision's stages")
+    if (a["level"] < 0).any() or (a["node_job"] < 0).any():
+        raise DataError(f"{path}: experience pool holds negative limit levels or job indices")
+    if M:  # each decision's edges join nodes of that decision (local indices)
+        own = np.repeat(sizes, np.diff(a["edge_ptr"]))  # (M,) node count of each edge's decision
+        if (a["edge_index"] < 0).any() or (a["edge_index"] >= own).any():
+            raise DataError(f"{path}: experience-pool edges point outside their decision's stages")
+    ends = np.zeros(D, dtype=bool)
+    ends[a["episode_ptr"][1:] - 1] = True
+    if not np.array_equal(a["done"].astype(bool), ends):
+        raise DataError(f"{path}: experience-pool done flags do not match the episode offsets")
     if not np.isfinite(a["x"]).all() or not np.isfinite(a["reward"]).all():
         raise DataError(f"{path}: experience pool holds non-finite values")
 
