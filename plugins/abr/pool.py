@@ -13,18 +13,15 @@ E episodes of T = 47 decisions (chunks 1..47; chunk 0 is fetched before any deci
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import torch
 
-from mamba4net.core.checkpoint import load_tensors, save_tensors
+from mamba4net.core.artifacts import load_arrays, save_arrays
 from mamba4net.core.errors import DataError
 from mamba4net.core.progress import progress_bar
-from mamba4net.core.runs import write_json
 
 from .rollout import Transitions, rollout
 from .sim import AbrEnv
@@ -48,31 +45,13 @@ class ExperiencePool:
 
     def save(self, path: str | Path) -> Path:
         """Write ``path`` (.safetensors) and its .json sidecar, each atomically."""
-        path = Path(path).with_suffix(".safetensors")
-        tensors = {k: torch.from_numpy(np.ascontiguousarray(getattr(self, k))) for k in ARRAYS}
-        save_tensors(path, tensors)
-        write_json(path.with_suffix(".json"), {"format": FORMAT, "meta": self.meta, "policy": self.policy,
-                                               "trace": self.trace})
-        return path
+        return save_arrays(path, {k: getattr(self, k) for k in ARRAYS},
+                           {"meta": self.meta, "policy": self.policy, "trace": self.trace}, FORMAT)
 
     @classmethod
     def load(cls, path: str | Path) -> "ExperiencePool":
+        arrays, info = load_arrays(path, ARRAYS, FORMAT, "experience pool")
         path = Path(path).with_suffix(".safetensors")
-        side = path.with_suffix(".json")
-        try:
-            info = json.loads(side.read_text())
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{side}: unreadable experience-pool sidecar ({exc})") from None
-        if info.get("format") != FORMAT:
-            raise DataError(f"{side}: experience-pool format {info.get('format')!r}, expected {FORMAT}")
-        try:
-            tensors = load_tensors(path)
-        except Exception as exc:  # safetensors raises several types on a corrupt file
-            raise DataError(f"{path}: unreadable experience pool ({exc})") from None
-        missing = [k for k in ARRAYS if k not in tensors]
-        if missing:
-            raise DataError(f"{path}: experience pool lacks {', '.join(missing)}")
-        arrays = {k: tensors[k].numpy() for k in ARRAYS}
         E, T = arrays["actions"].shape
         if arrays["states"].shape[:2] != (E, T) or arrays["rewards"].shape != (E, T) or len(info["policy"]) != E:
             raise DataError(f"{path}: experience-pool arrays disagree in shape")

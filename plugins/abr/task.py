@@ -11,9 +11,6 @@ selection), test = fcc-test with NetLLM's fixed start pointers (never used for s
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
 import statistics
 import time
 from pathlib import Path
@@ -24,13 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mamba4net.core.artifacts import cached
 from mamba4net.core.model import eval_mode
 from mamba4net.core.paths import cache_dir
 
 from .config import SPLITS, ABRParams
 from .data import PoolWindows
 
-log = logging.getLogger("mamba4net")
 
 POOL_FORMAT = 1
 # evaluation pools (for a real batch of valid/test windows, e.g. to benchmark a model): small, exact
@@ -120,22 +117,15 @@ class ABRTask:
         from .pool import ExperiencePool, generate_pool
 
         spec = self._pool_spec(split)
-        digest = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
         folder = Path(self.params.pool_dir).expanduser() if self.params.pool_dir else cache_dir() / "abr" / "pools"
-        path = folder / f"{split}-{digest}.safetensors"
-        if path.exists():
-            pool = ExperiencePool.load(path)
-            log.info("abr: experience pool %s (%d episodes)", path, len(pool.actions))
-        else:
-            t0 = time.perf_counter()
+
+        def make(digest: str):
             policies = {name: _rule_policy(name, self) for name in spec["policies"]}
-            pool = generate_pool(
-                lambda seed: self.env(split, noise=spec["noise"], seed=seed), policies,
-                passes=spec["passes"], epsilon=spec["epsilon"], seed=spec["seed"],
-            )
-            path.parent.mkdir(parents=True, exist_ok=True)
-            pool.save(path)
-            log.info("abr: generated %s (%d episodes, %.1f s)", path, len(pool.actions), time.perf_counter() - t0)
+            return generate_pool(lambda seed: self.env(split, noise=spec["noise"], seed=seed), policies,
+                                 passes=spec["passes"], epsilon=spec["epsilon"], seed=spec["seed"])
+
+        pool = cached(folder, split, spec, load=ExperiencePool.load, make=make,
+                      describe=lambda p: f"{len(p.actions)} episodes", what="abr: experience pool")
         self._pools[split] = pool
         return pool
 

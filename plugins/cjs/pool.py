@@ -31,18 +31,15 @@ the return-to-go at a decision is minus the job-time still to accrue.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from mamba4net.core.checkpoint import save_tensors
+from mamba4net.core.artifacts import load_arrays, save_arrays
 from mamba4net.core.errors import DataError
 from mamba4net.core.progress import progress_bar
-from mamba4net.core.runs import write_json
 
 from .graph import NUM_FEATURES, observe
 
@@ -103,34 +100,16 @@ class ExperiencePool:
 
     def save(self, path: str | Path) -> Path:
         """Write ``path`` (.safetensors) and its .json sidecar, each atomically."""
-        path = Path(path).with_suffix(".safetensors")
-        save_tensors(path, {k: torch.from_numpy(np.ascontiguousarray(getattr(self, k))) for k in ARRAYS})
-        write_json(path.with_suffix(".json"), {"format": FORMAT, "meta": self.meta, "policy": self.policy,
-                                               "seed": self.seed, "avg_jct_s": self.avg_jct_s, "jobs": self.jobs})
-        return path
+        return save_arrays(path, {k: getattr(self, k) for k in ARRAYS},
+                           {"meta": self.meta, "policy": self.policy, "seed": self.seed,
+                            "avg_jct_s": self.avg_jct_s, "jobs": self.jobs}, FORMAT)
 
     @classmethod
     def load(cls, path: str | Path) -> "ExperiencePool":
         """Read a pool; any defect is a one-line DataError naming the file at fault."""
-        from safetensors.torch import load_file
-
+        a, info = load_arrays(path, ARRAYS, FORMAT, "experience pool")
         path = Path(path).with_suffix(".safetensors")
         side = path.with_suffix(".json")
-        try:
-            info = json.loads(side.read_text())
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{side}: unreadable experience-pool sidecar ({str(exc).splitlines()[0]})") from None
-        if not isinstance(info, dict) or info.get("format") != FORMAT:
-            got = info.get("format") if isinstance(info, dict) else None
-            raise DataError(f"{side}: experience-pool format {got!r}, expected {FORMAT}")
-        try:
-            tensors = load_file(str(path))
-        except Exception as exc:  # safetensors raises several types on a corrupt file
-            raise DataError(f"{path}: unreadable experience pool ({str(exc).splitlines()[0]})") from None
-        missing = [k for k in ARRAYS if k not in tensors]
-        if missing:
-            raise DataError(f"{path}: experience pool lacks {', '.join(missing)}")
-        a = {k: tensors[k].numpy() for k in ARRAYS}
         try:
             lists = {k: list(info[k]) for k in ("policy", "seed", "avg_jct_s", "jobs")}
         except (KeyError, TypeError) as exc:

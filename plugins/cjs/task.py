@@ -14,22 +14,18 @@ Splits (seeds in :data:`.evaluation.SPLIT_SEEDS`): the pool's sequences come fro
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from mamba4net.core.artifacts import cached
 from mamba4net.core.model import eval_mode
 from mamba4net.core.paths import cache_dir
 
 from .config import CJSParams
 
-log = logging.getLogger("mamba4net")
 
 POOL_FORMAT = 1
 SPLITS = ("train", "valid", "test")
@@ -91,21 +87,16 @@ class CJSTask:
         from .pool import ExperiencePool, generate_pool
 
         spec = self._pool_spec(split)
-        digest = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
         folder = Path(self.params.pool_dir).expanduser() if self.params.pool_dir else cache_dir() / "cjs" / "pools"
-        path = folder / f"{split}-{digest}.safetensors"
-        if path.exists():
-            pool = ExperiencePool.load(path)
-            log.info("cjs: experience pool %s (%d episodes, %d decisions)", path, pool.num_episodes, pool.num_decisions)
-        else:
-            t0 = time.perf_counter()
-            pool = generate_pool(self.params.cluster, self.library, spec["policies"], episodes=spec["episodes"],
+
+        def make(digest: str):
+            return generate_pool(self.params.cluster, self.library, spec["policies"], episodes=spec["episodes"],
                                  jobs=spec["jobs"], seeds=spec["seeds"], limit_levels=self.params.limit_levels,
                                  meta={"split": split, "spec_digest": digest})
-            path.parent.mkdir(parents=True, exist_ok=True)
-            pool.save(path)
-            log.info("cjs: generated %s (%d episodes, %d decisions, %.1f s)", path, pool.num_episodes,
-                     pool.num_decisions, time.perf_counter() - t0)
+
+        pool = cached(folder, split, spec, load=ExperiencePool.load, make=make,
+                      describe=lambda p: f"{p.num_episodes} episodes, {p.num_decisions} decisions",
+                      what="cjs: experience pool")
         self._pools[split] = pool
         return pool
 
