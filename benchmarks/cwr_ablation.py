@@ -22,7 +22,8 @@ import yaml
 
 from mamba4net.core.config import load_config
 from mamba4net.core.pipeline import run_pipeline
-from mamba4net.core.runs import RunDir, atomic_write_text, write_json
+from mamba4net.core.io import atomic_write_text, write_json
+from mamba4net.core.runs import RunDir
 
 DEFAULT_ARMS = ["random:{}", "cwr:{strategy: svd, rank: 64}"]
 
@@ -39,7 +40,7 @@ def run_arm(source: RunDir, out: Path, label: str, init: dict, steps: int, eval_
     # reuse the adapted teacher: its finished stage is skipped on the arm's run
     shutil.copytree(source.checkpoints / "adapt_teacher", arm.checkpoints / "adapt_teacher")
     overrides = [f"initializer={json.dumps(init)}", f"train.distill.steps={steps}",
-                 f"train.distill.eval_every={eval_every}", "strategy.benchmark=false",
+                 f"train.distill.eval_every={eval_every}", "benchmark.enabled=false",
                  "evaluate.baselines=[]", "runtime.progress=false"]
     loaded = load_config(source.config_path, overrides)
     t0 = time.perf_counter()

@@ -19,7 +19,7 @@ import torch
 
 from mamba4net.core.checkpoint import load_tensors, save_tensors
 from mamba4net.core.errors import DataError
-from mamba4net.core.runs import write_json
+from mamba4net.core.io import write_json
 
 log = logging.getLogger("mamba4net")
 T = TypeVar("T")

@@ -38,7 +38,7 @@ from safetensors.torch import load_file, save_file
 
 from mamba4net.core import distributed as dist
 from mamba4net.core.errors import DataError
-from mamba4net.core.runs import atomic_write_text, write_json
+from mamba4net.core.io import atomic_write_text, read_json, write_json
 
 
 def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -164,12 +164,14 @@ class StageCheckpoints:
         return load_tensors(path / "model.safetensors"), load_tensors(path / "optimizer.safetensors"), state
 
     # -- stage completion --------------------------------------------------------------------
-    def mark_done(self, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
-        """The stage's final weights plus a ``done.json`` marker (written last; by rank 0, the
-        other ranks wait for it)."""
+    def mark_done(self, files: dict[str, dict[str, torch.Tensor]], info: dict[str, Any]) -> None:
+        """The stage's final weights (``{file name: tensors}``, one file per role it wrote) plus a
+        ``done.json`` marker written last (by rank 0; the other ranks wait for it)."""
         dist.barrier()  # every rank has looked at done() before it appears
         if dist.is_main():
-            save_tensors(self.dir / "final.safetensors", tensors)
+            self.dir.mkdir(parents=True, exist_ok=True)
+            for name, tensors in files.items():
+                save_tensors(self.dir / name, tensors)
             write_json(self.dir / "done.json", info)
             for step_dir in self.dir.glob("step-*"):  # only needed to resume an unfinished stage
                 shutil.rmtree(step_dir, ignore_errors=True)
@@ -178,10 +180,8 @@ class StageCheckpoints:
         dist.barrier()
 
     def done(self) -> dict[str, Any] | None:
-        marker = self.dir / "done.json"
-        if not marker.exists():
-            return None
-        return json.loads(marker.read_text())
+        """The stage's ``done.json`` (None while unfinished); one-line error when unreadable."""
+        return read_json(self.dir / "done.json", missing_ok=True, what="stage marker")
 
-    def final_tensors(self) -> dict[str, torch.Tensor]:
-        return load_tensors(self.dir / "final.safetensors")
+    def tensors(self, name: str = "final.safetensors") -> dict[str, torch.Tensor]:
+        return load_tensors(self.dir / name)

@@ -47,8 +47,10 @@ def cmd_run(args) -> int:
         run = run_pipeline(loaded, run_root, resume=args.resume)
         if not dist.is_main():
             return 0
-    if run.results_path.exists():
-        results = json.loads(run.results_path.read_text())
+    from mamba4net.core.io import read_json
+
+    results = read_json(run.results_path, missing_ok=True)
+    if results is not None:
         print(results_table(results))
     print(f"run directory: {run.root}")
     return 0
@@ -75,9 +77,9 @@ def cmd_validate(args) -> int:
     from mamba4net.core.config import load_config
 
     loaded = load_config(args.config, args.set)
-    stages = loaded.cfg.strategy["name"]
-    print(f"{args.config}: ok (task {loaded.cfg.task['name']}, teacher {loaded.cfg.teacher['name']}, "
-          f"student {loaded.cfg.student['name']}, strategy {stages})")
+    cfg, method = loaded.cfg, loaded.method
+    roles = ", ".join(f"{r.kind} {r.name} ({getattr(cfg, r.config_key)['name']})" for r in method.roles)
+    print(f"{args.config}: ok (task {cfg.task['name']}; method {method.name}: {method.describe()}; {roles})")
     return 0
 
 
@@ -85,8 +87,10 @@ def cmd_evaluate(args) -> int:
     from mamba4net.core.pipeline import evaluate_run
     from mamba4net.core.report import results_table
 
-    out = evaluate_run(args.run_dir, args.set)
-    print(results_table(json.loads(out.results_path.read_text())))
+    from mamba4net.core.io import read_json
+
+    out = evaluate_run(args.run_dir, args.set, bench=False if args.no_bench else None)
+    print(results_table(read_json(out.results_path)))
     print(f"evaluation written to: {out.root}")
     return 0
 
@@ -99,7 +103,7 @@ def _int_list(text: str) -> list[int]:
 
 
 def cmd_bench(args) -> int:
-    from mamba4net.core.bench.run import bench_target
+    from mamba4net.core.bench.command import bench_target
     from mamba4net.core.bench.tables import size_table, throughput_table
 
     plan_args = {"full": args.full, "seq_lens": args.seq_lens, "batch_sizes": args.batch_sizes,
@@ -140,8 +144,18 @@ def cmd_plugins(args) -> int:
             print("  (none)")
         for c in items:
             extra = "".join(f" {k}={c.meta[k]}" for k in ("op", "priority", "task") if k in c.meta)
+            if kind == "methods":
+                extra += f"  stages: {_method_stages(c)}"
             print(f"  {c.name:<24} from {c.owner}{extra}")
     return 0
+
+
+def _method_stages(component) -> str:
+    """A method's stages with its default params (or why they can't be listed)."""
+    try:
+        return component.build({}).describe()
+    except Exception as exc:  # a method whose params have required fields, or a broken factory
+        return f"(need params: {type(exc).__name__})"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="re-evaluate a finished run (e.g. on other data) without training")
     p.add_argument("run_dir")
     with_set(p)
+    p.add_argument("--no-bench", action="store_true", help="skip the efficiency benchmark")
     p.set_defaults(fn=cmd_evaluate)
 
     p = sub.add_parser("bench", help="efficiency of teacher vs student: size, throughput, latency, memory")
@@ -186,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=float, help="seconds per point; costlier points are skipped (and listed)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     p.add_argument("--roles", type=lambda t: [r.strip() for r in t.split(",") if r.strip()],
-                   help="teacher,student (default: both)")
+                   help="the deployed roles to measure, e.g. teacher,student (default: all)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(fn=cmd_bench)
 

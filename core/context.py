@@ -1,29 +1,48 @@
-"""What the stages of one run share: config, registry, run directory, device, task and models."""
+"""What the stages of one run share, and the one public face a stage sees.
+
+:class:`RunContext` is the engine's: config, registry, run folder, device, the task and the models
+built so far. :class:`MethodContext` is what a method's code may use (task, device, seed, the
+method's params, ``model(role)``); :class:`StageContext` adds what one stage needs: its params,
+``fit`` (the one trainer), loss objectives, frozen models, output caches and taps. Stages see only
+these; nothing private is reached into.
+
+``model(role)`` builds the role's model once (seeded by the run seed and the role's name) and loads
+the weights of every finished stage that wrote it, in run order, as each stage's ``done.json``
+records them: the model has the weights of the latest finished stage that wrote the role. No table
+of roles and stages exists anywhere else.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import torch
+from torch import nn
 
 from mamba4net.core.checkpoint import StageCheckpoints, load_into
-from mamba4net.core.config import LoadedConfig
-from mamba4net.core.errors import Mamba4netError
+from mamba4net.core.config import NODE_KINDS, LoadedConfig
+from mamba4net.core.errors import DataError, Mamba4netError, PluginError
+from mamba4net.core.method import Method, Stage
 from mamba4net.core.model import NetModel, build_netmodel
+from mamba4net.core.objective import Objective, build_objective
+from mamba4net.core.outputs import WithOutputs, load_or_compute, pop_outputs
+from mamba4net.core.protocols import ModelOutput, TaskData
 from mamba4net.core.runs import RunDir
+from mamba4net.core.taps import forward_with_taps
+from mamba4net.core.trainer import LossFn, Trainer
 
 log = logging.getLogger("mamba4net")
 
+OUTPUT_CACHE = "outputs-{role}.safetensors"
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise Mamba4netError(f"runtime.device is '{name}' but no CUDA device is available")
-    return device
+
+def weights_file(stage: Stage, role: str) -> str:
+    """The file a finished stage keeps a role's weights in."""
+    return "final.safetensors" if len(stage.writes) == 1 else f"final-{role}.safetensors"
 
 
 @dataclass
@@ -43,6 +62,10 @@ class RunContext:
         return self.loaded.cfg
 
     @property
+    def method(self) -> Method:
+        return self.loaded.method
+
+    @property
     def seed(self) -> int:
         return self.cfg.seed
 
@@ -59,17 +82,201 @@ class RunContext:
     def checkpoints(self, stage: str) -> StageCheckpoints:
         return StageCheckpoints(self.run.stage_dir(stage))
 
+    def finished(self, stage: str) -> dict | None:
+        """The ``done.json`` of a stage of this run, None while it has not finished."""
+        return self.checkpoints(stage).done()
+
     def model(self, role: str) -> NetModel:
-        """The teacher or student, built once, with the weights of the latest finished stage."""
+        """The role's model, built once, with the weights of the latest finished stage that wrote it."""
         if role not in self._models:
             model = build_netmodel(self.registry, self.loaded, role, self.task, self.seed).to(self.device)
+            for stage in self.method.writers(role):
+                ckpt = self.checkpoints(stage.name)
+                done = ckpt.done()
+                if done is None:
+                    continue
+                name = (done.get("writes") or {}).get(role)
+                if not isinstance(name, str):
+                    raise DataError(f"{ckpt.dir / 'done.json'}: records no weights of role '{role}' (damaged, or "
+                                    "written before methods existed); run the stage again")
+                load_into(model, ckpt.tensors(name), ckpt.dir / name)
             self._models[role] = model
-            for stage in (("adapt_teacher",) if role == "teacher" else ("init_student", "distill")):
-                ckpt = self.checkpoints(stage)
-                if ckpt.done() is not None:
-                    load_into(model, ckpt.final_tensors(), ckpt.dir / "final.safetensors")
         return self._models[role]
 
-    def require_done(self, stage: str) -> None:
-        if self.checkpoints(stage).done() is None:
-            raise Mamba4netError(f"{self.run.root}: stage '{stage}' has not finished in this run")
+    def weights_from(self, role: str) -> str | None:
+        """The latest finished stage that wrote ``role`` (None: its weights are as built)."""
+        done = [s.name for s in self.method.writers(role) if self.finished(s.name) is not None]
+        return done[-1] if done else None
+
+    def forget_models(self) -> None:
+        """Drop every built model; the next ``model(role)`` rebuilds it from the finished stages
+        (after a DeepSpeed stage, whose engine changed the modules in place)."""
+        self._models.clear()
+
+    def require_finished(self, stages: Sequence[str]) -> None:
+        for stage in stages:
+            if self.finished(stage) is None:
+                raise Mamba4netError(f"{self.run.root}: stage '{stage}' has not finished in this run")
+
+
+class MethodContext:
+    """What a method's code sees of a run: the task, the device, the seed, the method's params,
+    the config (read-only use) and ``model(role)``. Handed to ``Method.predictors``."""
+
+    def __init__(self, run: RunContext):
+        self._run = run
+
+    @property
+    def task(self):
+        return self._run.task
+
+    @property
+    def device(self) -> torch.device:
+        return self._run.device
+
+    @property
+    def seed(self) -> int:
+        return self._run.seed
+
+    @property
+    def progress(self) -> bool:
+        return self._run.progress
+
+    @property
+    def config(self):
+        """The validated :class:`~mamba4net.core.schema.PipelineConfig` (do not modify it)."""
+        return self._run.cfg
+
+    @property
+    def method_params(self):
+        """The validated params of the ``method:`` node (None for a method without params)."""
+        return self._run.loaded.params["method"]
+
+    @property
+    def method(self) -> Method:
+        return self._run.method
+
+    def model(self, role: str) -> NetModel:
+        """The role's model, with the weights of the latest finished stage that wrote it."""
+        return self._run.model(role)
+
+    def finished(self, stage: str) -> dict | None:
+        """The ``done.json`` of a stage (what its ``run`` returned, plus ``writes`` and timing)."""
+        return self._run.finished(stage)
+
+    def stage_dir(self, stage: str) -> Path:
+        """``checkpoints/<stage>/`` of the run: where a stage keeps its own artifacts."""
+        return self._run.run.stage_dir(stage)
+
+    def build(self, key: str, **context: Any) -> Any:
+        """The component of a top-level config node (``initializer``, ...), built with its
+        validated params; ``context`` is what that kind's factory receives besides them."""
+        node = getattr(self._run.cfg, key, None)
+        if key not in NODE_KINDS or node is None:
+            raise PluginError(f"method '{self.method.name}': no component node '{key}' in the config")
+        return self._run.registry.get(NODE_KINDS[key], node["name"]).build(self._run.loaded.params[key], **context)
+
+
+class StageContext(MethodContext):
+    """What one stage sees: :class:`MethodContext` plus its params, ``fit``, objectives, frozen
+    models, output caches and taps."""
+
+    def __init__(self, run: RunContext, stage: Stage):
+        super().__init__(run)
+        self.stage = stage
+        self._fitted = False
+        self._exports: dict[str, dict[str, torch.Tensor]] = {}
+        self.info: dict[str, Any] = {}  # kept in done.json ("final" metrics, "seconds" of fit)
+
+    @property
+    def name(self) -> str:
+        return self.stage.name
+
+    @property
+    def params(self):
+        """This stage's ``train.<name>`` section (a TrainParams), None for a stage that does not train."""
+        return self._run.loaded.train_params(self.name) if self.stage.trains else None
+
+    @property
+    def dir(self) -> Path:
+        return self.stage_dir(self.name)
+
+    # -- models ---------------------------------------------------------------------------------
+    def frozen(self, role: str) -> nn.Module:
+        """The role's model for inference only: no gradients, eval mode, never in an optimizer.
+        With ``runtime.shard_teacher`` (DeepSpeed) it runs as a ZeRO-3 inference engine."""
+        model = self.model(role)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        model.eval()
+        if self._run.cfg.runtime.shard_teacher:
+            from mamba4net.core.ds_engine import inference_engine
+
+            return inference_engine(model, self._run.cfg.runtime)  # 1/N of its weights per rank
+        return model
+
+    def objective(self, student: nn.Module, teacher: nn.Module | None = None) -> Objective:
+        """The weighted sum of this stage's loss terms (``train.<name>.losses``) for these widths."""
+        return build_objective(self._run.registry, self._run.loaded, self.name, self.task,
+                               int(student.d_model), None if teacher is None else int(teacher.d_model))
+
+    @staticmethod
+    def forward(model: nn.Module, batch, taps: Sequence[str] = ()) -> ModelOutput:
+        """``model(batch)`` with the named taps collected into ``out.taps``."""
+        return forward_with_taps(model, batch, taps)
+
+    def cache_outputs(self, role: str, model: nn.Module, data: TaskData, *, hidden: bool = False,
+                      taps: Sequence[str] = ()) -> TaskData:
+        """``data`` whose batches carry ``model``'s outputs (computed once, kept in the stage folder
+        until it finishes); :meth:`outputs` takes them out again."""
+        path = self.dir / OUTPUT_CACHE.format(role=role)
+        cache = load_or_compute(path, model, data, self.device, hidden, taps, self.progress)
+        return WithOutputs(data, role, cache)
+
+    @staticmethod
+    def outputs(role: str, model: nn.Module, batch, *, taps: Sequence[str] = ()) -> ModelOutput:
+        """``role``'s outputs for a batch: the cached ones when the batch carries them, else a
+        forward pass of ``model`` without gradients."""
+        cached = pop_outputs(batch, role)
+        if cached is not None:
+            return cached
+        with torch.no_grad():
+            return forward_with_taps(model, batch, taps)
+
+    # -- training -------------------------------------------------------------------------------
+    def fit(self, module: nn.Module | dict[str, nn.Module], loss_fn: LossFn, data: TaskData | None = None, *,
+            valid: nn.Module | Callable[[], dict[str, float]] | None = None) -> dict[str, float]:
+        """Train whatever in ``module`` has ``requires_grad`` on ``loss_fn(batch) -> (loss, terms)``
+        over ``data`` (default: the task's training split) with this stage's params: checkpoints,
+        exact ``--resume``, ``keep_best``, DeepSpeed, a one-line stop on a NaN loss. ``valid``: a
+        model scored on the task's validation split (or a function returning scores). Returns the
+        last logged values. Called at most once per stage."""
+        if not self.stage.trains:
+            raise PluginError(f"stage '{self.name}' calls fit but is declared with trains=False")
+        if self._fitted:
+            raise PluginError(f"stage '{self.name}' calls fit twice (one training run per stage)")
+        self._fitted = True
+        run, task = self._run, self.task
+        if isinstance(module, dict):
+            module = nn.ModuleDict(module)
+        module = module.to(self.device)
+        valid_fn = (lambda: task.evaluate(valid, "valid")) if isinstance(valid, nn.Module) else valid
+        t0 = time.perf_counter()
+        trainer = Trainer(
+            self.name, module, loss_fn, data if data is not None else task.data("train"), self.params,
+            run.run, self.seed, self.device, valid_fn=valid_fn, progress=self.progress, runtime=run.cfg.runtime,
+            select=(f"valid_{task.metric}", task.higher_is_better) if valid_fn is not None else None,
+        )
+        final = trainer.fit(resume=run.resume)
+        parts = {id(m) for m in module.modules()}
+        for role in self.stage.writes:
+            model = run.model(role)
+            if id(model) in parts:  # what was trained: its parameters that train (all, if none is frozen)
+                frozen = any(not p.requires_grad for p in model.parameters())
+                self._exports[role] = trainer.export(model, trainable_only=frozen)
+        self.info.update(final=final, seconds=time.perf_counter() - t0)
+        return final
+
+    def role_weights(self, role: str) -> dict[str, torch.Tensor]:
+        """What the finished stage keeps of ``role``: what ``fit`` trained of it, or its whole state."""
+        return self._exports.get(role) or self.model(role).state_dict()

@@ -21,7 +21,6 @@ a tampered checkpoint can't run code.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from pathlib import Path
@@ -31,31 +30,9 @@ import torch
 from torch import nn
 
 from mamba4net.core.errors import ConfigError, DataError
+from mamba4net.core.schema import read_user_config
 
 log = logging.getLogger("mamba4net")
-
-# keys of a user DeepSpeed JSON that the pipeline config owns (train.<stage>)
-OWNED_KEYS = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps",
-              "gradient_clipping", "optimizer", "scheduler")
-
-
-def read_user_config(path: str) -> dict[str, Any]:
-    """A DeepSpeed JSON file as a dict; ``ValueError`` (one line) when unusable."""
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise ValueError(f"DeepSpeed config file not found: {file}")
-    try:
-        data = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{file}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{file}: expected a JSON object, got {type(data).__name__}")
-    owned = [k for k in OWNED_KEYS if k in data]
-    if owned:
-        raise ValueError(f"{file}: sets {', '.join(owned)}, which come from train.<stage> "
-                         "(batch_size, grad_accum, clip_norm, lr schedule); remove them")
-    return data
-
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)

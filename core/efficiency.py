@@ -1,30 +1,28 @@
-"""The pipeline's ``benchmark`` stage: size and speed of teacher vs student, side by side.
+"""The pipeline's benchmark: size and speed of the deployed models side by side (every student
+against the teacher).
 
 The measuring itself lives in :mod:`mamba4net.core.bench` (also behind ``mamba4net bench``); this
-stage runs it with the config's ``benchmark`` section, writes ``bench.json``/``bench.md``/plots
-into the run (or evaluation) folder, the student's export, and the headline into results.json.
+step runs it with the config's ``benchmark`` section, writes ``bench.json``/``bench.md``/plots into
+the run (or evaluation) folder and the headline into results.json.
 """
 
 from __future__ import annotations
 
-from mamba4net.core.bench.plan import make_plan
+from mamba4net.core.bench.plan import deployed_roles, make_plan
 from mamba4net.core.bench.run import headline, measure_all, write_bench
-from mamba4net.core.checkpoint import save_tensors
-from mamba4net.core.runs import write_json
+from mamba4net.core.io import write_json
 
 
 def measure_efficiency(ctx) -> dict:
     params = ctx.cfg.benchmark
-    plan = make_plan(params)
+    plan = make_plan(params, known=deployed_roles(ctx.method))
     source = {"config": str(ctx.out.config_path), "run_dir": str(ctx.run.root), "weights": "the run's finished stages"}
     bench = measure_all(ctx, plan, sweep=params.sweep, scratch=ctx.out.root, source=source)
     write_bench(ctx.out.root, bench)
     out = headline(bench)
-    # the student as deployed: one safetensors file of encoder + backbone + head
-    export = ctx.out.root / "checkpoints" / "export"
-    export.mkdir(parents=True, exist_ok=True)
-    save_tensors(export / "student.safetensors", ctx.model("student").state_dict())
-    out["student"]["export_file_bytes"] = (export / "student.safetensors").stat().st_size
+    for role, info in ctx.results.get("exports", {}).items():  # the deployed file, as exported
+        if role in out:
+            out[role]["export_file_bytes"] = info["bytes"]
     ctx.results["efficiency"] = out
     if ctx.out.results_path.exists() or ctx.results.get("models"):
         write_json(ctx.out.results_path, ctx.results)

@@ -1,4 +1,5 @@
-"""Side-by-side evaluation of teacher, student and classic baselines on one split."""
+"""Side-by-side evaluation on one split: the task's baselines, every deployed role of the method and
+the extra predictors the method offers (an ensemble, say), each under its own name."""
 
 from __future__ import annotations
 
@@ -8,12 +9,11 @@ import logging
 import time
 
 from mamba4net.core.checkpoint import load_tensors, save_tensors
-from mamba4net.core.errors import DataError
-from mamba4net.core.runs import write_json
+from mamba4net.core.context import MethodContext
+from mamba4net.core.errors import DataError, PluginError
+from mamba4net.core.io import write_json
 
 log = logging.getLogger("mamba4net")
-
-ROLE_STAGE = {"teacher": "adapt_teacher", "student": "distill"}
 
 
 def baseline_nodes(ctx) -> list[tuple[str, object]]:
@@ -54,20 +54,35 @@ def _scores(task, predictor, split: str, details: dict, name: str) -> dict[str, 
     return scores
 
 
+def role_facts(ctx) -> dict[str, dict]:
+    """Per role of the method: its kind, whether it is deployed, and the stage its weights come from."""
+    return {r.name: {"kind": r.kind, "deployed": r.deployed, "weights_from": ctx.weights_from(r.name)}
+            for r in ctx.method.roles}
+
+
 def evaluate_all(ctx) -> dict:
     task, split = ctx.task, ctx.cfg.evaluate.split
     models: dict[str, dict[str, float]] = {}
+    kinds: dict[str, str] = {}
     details: dict[str, dict] = {}
+
+    def score(name: str, kind: str, predictor) -> None:
+        if name in models:
+            raise PluginError(f"evaluate: two models are named '{name}' (a {kinds[name]} and a {kind}); "
+                              "rename the role or predictor")
+        models[name] = _scores(task, predictor, split, details, name)
+        kinds[name] = kind
+        log.info("evaluate %s on %s: %s = %.4f", name, split, task.metric, models[name][task.metric])
+
     for name, params in baseline_nodes(ctx):
         baseline, seconds = fitted_baseline(ctx, name, params)
-        models[name] = {**_scores(task, baseline, split, details, name), "fit_seconds": round(seconds, 2)}
-        log.info("evaluate %s on %s: %s = %.4f", name, split, task.metric, models[name][task.metric])
-    for role, stage in ROLE_STAGE.items():
-        if ctx.checkpoints(stage).done() is None:
-            log.warning("evaluate: %s skipped, stage %s has not run", role, stage)
-            continue
-        models[role] = _scores(task, ctx.model(role), split, details, role)
-        log.info("evaluate %s on %s: %s = %.4f", role, split, task.metric, models[role][task.metric])
+        score(name, "baseline", baseline)
+        models[name]["fit_seconds"] = round(seconds, 2)
+    for role in ctx.method.deployed():
+        score(role.name, role.kind, ctx.model(role.name))
+    if ctx.method.predictors is not None:
+        for name, predictor in ctx.method.predictors(MethodContext(ctx)).items():
+            score(name, "predictor", predictor)
     if details:
         write_json(ctx.out.root / "evaluation_details.json", details)
         figures = getattr(task, "figures", None)
@@ -79,6 +94,9 @@ def evaluate_all(ctx) -> dict:
         "metric": task.metric,
         "higher_is_better": bool(task.higher_is_better),
         "models": models,
+        "kinds": kinds,
+        "method": ctx.method.name,
+        "roles": role_facts(ctx),
         "efficiency": ctx.results.get("efficiency", {}),
     }
     ctx.results.update(results)

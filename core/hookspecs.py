@@ -28,6 +28,9 @@ once per component::
 * ``meta``: extra facts some kinds need (kernels: ``op``, ``priority``, ``available``; baselines:
   ``task``). Documented per hook below.
 
+Methods (``mamba4net_register_methods``) declare roles and stages; a stage's ``run(ctx)`` works
+through the public :class:`mamba4net.core.context.StageContext` and nothing else.
+
 What each kind's factory is called with and must return is written in each spec. The protocols the
 returned objects satisfy are in :mod:`mamba4net.core.protocols`.
 
@@ -121,14 +124,23 @@ def mamba4net_register_losses(register: Register) -> None:
     ``factory(params, *, task, d_student, d_teacher) -> callable(student_out, teacher_out, batch)``
     returning a scalar tensor. ``d_student``/``d_teacher`` are the backbones' widths (``d_teacher``
     is None in stages without a teacher); the outputs are
-    :class:`mamba4net.core.protocols.ModelOutput`.
+    :class:`mamba4net.core.protocols.ModelOutput`. "Student" and "teacher" are the two sides of
+    the term, whichever roles a stage puts there (in progressive distillation the previous
+    student is the next one's teacher).
 
-    Two optional attributes on the callable tell the engine what it needs:
+    Optional attributes on the callable tell the engine what it needs:
 
     * ``needs_teacher = True``: the term reads ``teacher_out`` (otherwise it may be None and the
       teacher is not run at all); using it in a stage without a teacher is a config error;
     * ``needs_teacher_hidden = True``: it reads ``teacher_out.hidden`` (kept in the teacher-output
-      cache only when some term asks for it).
+      cache only when some term asks for it);
+    * ``needs_taps = {"student": [...], "teacher": [...]}``: named intermediate tensors it reads
+      from ``student_out.taps`` / ``teacher_out.taps`` (patterns; ``*`` matches one name part):
+      ``block_in.<i>`` / ``block_out.<i>`` (the input and output of backbone block ``i``),
+      ``attn_probs.<i>`` (a teacher's per-head attention probabilities ``(B, H, L, L)``, computed
+      with eager attention only while asked), and what a backbone offers of its own (the hybrid
+      Mamba student: ``mixer.<i>.{x,B,C,dt,A,D,matrix}``). A model's ``tap_points()`` lists them.
+      Nothing is collected unless some term asks.
 
     If the callable is an ``nn.Module`` with parameters (a projector for hidden-state alignment,
     say), the trainer optimizes them along with the model and checkpoints them.
@@ -154,10 +166,37 @@ def mamba4net_register_kernels(register: Register) -> None:
 
 @hookspec
 def mamba4net_register_strategies(register: Register) -> None:
-    """Register distillation strategies: which stages a pipeline runs, in which order.
+    """Deprecated (kept so that older plugins still load; what they register is ignored with a
+    warning): register a method with :func:`mamba4net_register_methods` instead. A config's
+    ``strategy: {name, benchmark}`` still reads as ``method: {name}`` plus ``benchmark.enabled``."""
 
-    ``factory(params) -> list[str]`` of stage names known to :mod:`mamba4net.core.stages`
-    (``adapt_teacher``, ``init_student``, ``distill``, ``evaluate``, ``benchmark``, ...).
+
+@hookspec
+def mamba4net_register_methods(register: Register) -> None:
+    """Register distillation methods (Mamba4Net, MOHAWK, progressive distillation, your own).
+
+    ``factory(params) -> mamba4net.core.method.Method``: the method's roles and ordered stages.
+    The factory runs at config validation (``mamba4net validate``), so it must be import-light:
+    keep torch imports inside the stage functions.
+
+    * ``Role(name, kind, node=None, overrides={}, deployed=True)``: ``kind`` is ``"teacher"`` or
+      ``"student"``; the model is built from the top-level config node ``node`` (default: the
+      kind, i.e. ``teacher:`` or ``student:``) with ``overrides`` merged over its params, so that
+      several students can share one node at different sizes. Deployed roles are evaluated
+      beside the baselines, benchmarked against the teacher and (students) exported.
+    * ``Stage(name, run, reads=(), writes=(), trains=False, params=None, losses=({"name": "task"},),
+      taps={})``: ``name`` is the checkpoint folder and the ``train.<name>`` section (validated
+      with ``params``, a :class:`~mamba4net.core.schema.TrainParams` subclass, when the stage
+      trains; ``losses`` are its default loss terms). ``run(ctx)`` gets a
+      :class:`~mamba4net.core.context.StageContext` and may return a JSON-ready dict kept in
+      ``done.json``. When it returns, core saves the weights of every role in ``writes``.
+    * ``Method(name, roles, stages, predictors=None)``: ``predictors(ctx) -> {name: predictor}``
+      adds predictors (an ensemble, a cascade) evaluated beside the roles.
+
+    A finished stage is never run again (``--resume`` skips it); an unfinished training stage
+    resumes from its latest checkpoint and replays exactly. ``ctx.model(role)`` always has the
+    weights of the latest finished stage that wrote the role. ``mamba4net.testing.check_method``
+    checks all of this for a new method.
     """
 
 

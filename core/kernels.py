@@ -2,28 +2,22 @@
 
 Implementations are registered by plugins (hook ``mamba4net_register_kernels``) with an ``op``, a
 ``priority`` and an optional ``available(device) -> bool``. ``runtime.kernels: {op: name}`` in the
-config overrides the choice. Every choice is logged once per process.
+config overrides the choice. Every choice is logged once per process; ``mamba4net plugins`` lists
+every implementation with its op and priority.
 
-The ops the built-in plugins implement; every implementation of an op has the op's signature.
-Implementations are listed best first, with their priority (and the device they need):
+The ops, and the signature every implementation of an op has:
 
 * ``ssd_scan(x, dt, A, B, C, chunk_size, D=None, initial_states=None, return_final_states=False)``
   -> ``y`` or ``(y, final_states)``; x (b,l,h,p), dt (b,l,h) after softplus, A (h,) < 0,
   B/C (b,l,g,n), D (h,) or (h,p), states (b,h,p,n); differentiable.
-  ssd_scan_mamba_ssm (30, cuda), ssd_scan_triton (20), ssd_scan_torch_chunked (10),
-  ssd_scan_torch_ref (0).
 * ``ssd_step(state, x, dt, A, B, C, D=None) -> (y, new_state)``: one token, x (b,h,p), dt (b,h),
   B/C (b,g,n); never writes into ``state``.
-  ssd_step_mamba_ssm (30, cuda), ssd_step_triton (20), ssd_step_torch (0).
 * ``causal_conv1d(x, weight, bias) -> out``: depthwise causal conv, x/out (b,l,c), weight (c,k),
-  bias (c,) or None.  causal_conv1d_cuda (30, cuda), causal_conv1d_torch (0).
+  bias (c,) or None.
 * ``kd_loss(student_logits, teacher_logits, temperature) -> scalar``:
   T^2 * KL(softmax(t/T) || softmax(s/T)) averaged over the leading dims; differentiable.
-  kd_loss_triton (20), kd_loss_torch (0).
 
-Triton kernels are available on CUDA devices, and on the CPU only under ``TRITON_INTERPRET=1`` (for
-tests). mamba-ssm's are available on CUDA where ``importlib.util.find_spec("mamba_ssm")`` finds it;
-nothing imports it before it is chosen.
+Which implementations exist, and where they run, is the plugins' business (their docstrings say).
 """
 
 from __future__ import annotations

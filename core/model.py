@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from mamba4net.core.protocols import Batch, ModelOutput
+from mamba4net.core.seeding import stream_seed
 
 
 class NetModel(nn.Module):
@@ -28,14 +29,19 @@ class NetModel(nn.Module):
         return ModelOutput(pred=self.head(hidden, batch), hidden=hidden)
 
 
-def build_netmodel(registry, loaded, role: str, task, seed: int) -> NetModel:
-    """Build the teacher or student model of a validated config (``role`` is "teacher"/"student")."""
-    from mamba4net.core.trainer import stream_seed
+# the registry kind of each top-level node a role can be built from
+BACKBONE_KINDS = {"teacher": "teachers", "student": "students"}
 
+
+def build_netmodel(registry, loaded, role: str, task, seed: int) -> NetModel:
+    """Build the model of one role of the config's method, freshly initialised (seeded by the run
+    seed and the role's name): the backbone from the role's node with its overrides, the task's
+    encoder and head (or the config's) at the backbone's width."""
     cfg = loaded.cfg
+    spec = loaded.method.role(role)
     torch.manual_seed(stream_seed(seed, f"build:{role}"))
-    kind = "teachers" if role == "teacher" else "students"
-    backbone = registry.get(kind, getattr(cfg, role)["name"]).build(loaded.params[role])
+    node = getattr(cfg, spec.config_key)
+    backbone = registry.get(BACKBONE_KINDS[spec.config_key], node["name"]).build(loaded.role_params[role])
     d_model = int(backbone.d_model)
     parts = {}
     for part, kind, default in (("encoder", "encoders", task.default_encoder), ("head", "heads", task.default_head)):

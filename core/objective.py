@@ -19,8 +19,18 @@ class Objective(nn.Module):
         self.fns = [fn for _, _, fn in terms]
         # terms that own parameters (e.g. a hidden-state projector) are trained with the model
         self.modules_ = nn.ModuleDict({n: fn for n, _, fn in terms if isinstance(fn, nn.Module)})
-        self.needs_teacher = any(getattr(fn, "needs_teacher", False) for fn in self.fns)
+        self.needs_teacher = any(getattr(fn, "needs_teacher", False) or (getattr(fn, "needs_taps", None) or {}).get("teacher")
+                                 for fn in self.fns)
         self.needs_teacher_hidden = any(getattr(fn, "needs_teacher_hidden", False) for fn in self.fns)
+
+    def taps(self, side: str) -> list[str]:
+        """The tap patterns the terms read from ``side`` ("student" or "teacher"), each once."""
+        out: list[str] = []
+        for fn in self.fns:
+            for pattern in (getattr(fn, "needs_taps", None) or {}).get(side, ()):
+                if pattern not in out:
+                    out.append(pattern)
+        return out
 
     def forward(self, student_out: ModelOutput, teacher_out: ModelOutput | None, batch: Batch):
         total: Tensor = torch.zeros((), device=student_out.pred.device)
@@ -35,7 +45,7 @@ class Objective(nn.Module):
 def build_objective(registry, loaded, stage: str, task, d_student: int, d_teacher: int | None) -> Objective:
     terms = []
     seen: dict[str, int] = {}
-    for i, node in enumerate(loaded.cfg.train_params(stage).losses):
+    for i, node in enumerate(loaded.train_params(stage).losses):
         name = node["name"]
         component = registry.get("losses", name)
         fn = component.build(loaded.params.get(f"train.{stage}.losses.{i}"), task=task,

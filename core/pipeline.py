@@ -1,33 +1,32 @@
-"""Running a pipeline (``mamba4net run``) and re-evaluating a finished run (``mamba4net evaluate``)."""
+"""Running a pipeline (``mamba4net run``) and re-evaluating a finished run (``mamba4net evaluate``).
+
+A run is: the method's stages (:mod:`mamba4net.core.stages`), then the export of its deployed
+students, the evaluation of every deployed model beside the baselines, the benchmark (unless
+``benchmark.enabled`` is off) and the report.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
 
-import torch
 import yaml
 
 from mamba4net.core import distributed as dist
 from mamba4net.core.config import LoadedConfig, load_config
-from mamba4net.core.context import RunContext, pick_device
+from mamba4net.core.context import RunContext
+from mamba4net.core.efficiency import measure_efficiency
 from mamba4net.core.errors import ConfigError, Mamba4netError
-from mamba4net.core.kernels import set_kernel_overrides
+from mamba4net.core.evaluation import evaluate_all
+from mamba4net.core.export import export_students
+from mamba4net.core.io import read_json, write_json
 from mamba4net.core.report import write_report
-from mamba4net.core.runs import RunDir, latest_run_dir, new_run_dir, write_json
-from mamba4net.core.stages import STAGES
+from mamba4net.core.runs import RunDir, latest_run_dir, new_run_dir
+from mamba4net.core.runtime import apply_runtime
+from mamba4net.core.stages import run_stages
 
 log = logging.getLogger("mamba4net")
-
-
-def _apply_runtime(loaded: LoadedConfig) -> torch.device:
-    rt = loaded.cfg.runtime
-    if rt.threads:
-        torch.set_num_threads(rt.threads)
-    set_kernel_overrides(rt.kernels)
-    return pick_device(rt.device)
 
 
 def _diff(a, b, prefix="") -> list[str]:
@@ -56,7 +55,7 @@ def run_pipeline(loaded: LoadedConfig, run_root: Path, resume: bool = False, reg
     registry = registry or default_registry()
     run = RunDir(run_root)
     resolved = loaded.resolved()
-    device = _apply_runtime(loaded)  # before anything is written: a bad device leaves no stub run
+    device = apply_runtime(loaded)  # before anything is written: a bad device leaves no stub run
     device = dist.setup(loaded.cfg.runtime.engine, device)  # DeepSpeed: join the ranks' process group
     if run.config_path.exists():
         if not resume:
@@ -77,30 +76,31 @@ def run_pipeline(loaded: LoadedConfig, run_root: Path, resume: bool = False, reg
         run.write_config(resolved)
     dist.barrier()
     ctx = RunContext(loaded, registry, run=run, out=run, resume=resume, device=device)
-    if resume and run.results_path.exists():
-        ctx.results = json.loads(run.results_path.read_text())
-    stages = registry.get("strategies", loaded.cfg.strategy["name"]).build(loaded.params["strategy"])
-    log.info("run %s: stages %s on %s", run.root, " -> ".join(stages), device)
+    if resume:
+        ctx.results = read_json(run.results_path, missing_ok=True) or {}
+    method = loaded.method
+    log.info("run %s: method %s (%s) on %s", run.root, method.name, method.describe(), device)
     t0 = time.perf_counter()
-    for name in stages:
-        if not dist.is_main() and not (STAGES[name].trains or name == "init_student"):
-            continue  # evaluation, benchmarks and what they write are rank 0's
-        log.info("stage %s", name)
-        STAGES[name].fn(ctx)
+    run_stages(ctx)  # every rank: training is collective under DeepSpeed
     if not dist.is_main():
-        return run
+        return run  # export, evaluation, benchmark and what they write are rank 0's
+    ctx.results["exports"] = export_students(ctx)
+    evaluate_all(ctx)
+    if loaded.cfg.benchmark.enabled:
+        measure_efficiency(ctx)
     ctx.results.setdefault("timing", {})["total_seconds"] = round(time.perf_counter() - t0, 1)
-    if ctx.results.get("models"):
-        write_json(run.results_path, ctx.results)
-        write_report(run, ctx.results, run.read_metrics(), f"Run {loaded.cfg.name}")
+    write_json(run.results_path, ctx.results)
+    write_report(run, ctx.results, run.read_metrics(), f"Run {loaded.cfg.name}")
     return run
 
 
-def evaluate_run(run_root: str | Path, overrides: list[str] | None = None, registry=None) -> RunDir:
-    """Re-evaluate a finished run's teacher, student and baselines without training.
+def evaluate_run(run_root: str | Path, overrides: list[str] | None = None, registry=None,
+                 bench: bool | None = None) -> RunDir:
+    """Re-evaluate a finished run's deployed models and baselines without training.
 
     The run's own ``config.yaml`` is the base; ``overrides`` (``--set``) change e.g. the data folder.
     Results go to ``RUN_DIR/evaluations/<timestamp>/`` so the original results are never replaced.
+    ``bench``: measure efficiency too (default: the config's ``benchmark.enabled``).
     """
     from mamba4net.registry import default_registry
 
@@ -109,17 +109,14 @@ def evaluate_run(run_root: str | Path, overrides: list[str] | None = None, regis
     if not run.config_path.exists():
         raise Mamba4netError(f"{run.root}: not a run directory (no config.yaml)")
     loaded = load_config(run.config_path, overrides, registry=registry)
-    device = _apply_runtime(loaded)
-    stages = registry.get("strategies", loaded.cfg.strategy["name"]).build(loaded.params["strategy"])
+    device = apply_runtime(loaded)
     ctx = RunContext(loaded, registry, run=run, out=run, device=device)
-    for stage in stages:
-        if STAGES[stage].trains or stage == "init_student":
-            ctx.require_done(stage)
+    ctx.require_finished(loaded.method.stage_names)
     ctx.out = out = RunDir(new_run_dir(run.root / "evaluations", "eval")).create()
     out.write_config(loaded.resolved())
-    STAGES["evaluate"].fn(ctx)
-    if "benchmark" in stages:
-        STAGES["benchmark"].fn(ctx)
+    evaluate_all(ctx)
+    if loaded.cfg.benchmark.enabled if bench is None else bench:
+        measure_efficiency(ctx)
     write_json(out.results_path, ctx.results)
     write_report(out, ctx.results, [], f"Evaluation of {run.root.name}")
     return out

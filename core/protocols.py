@@ -8,7 +8,7 @@ read it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -23,10 +23,13 @@ class ModelOutput:
 
     ``pred``: the head's answer (regression values, action logits, ...).
     ``hidden``: the backbone's last hidden states ``(B, L, d_model)``, for hidden-state alignment.
+    ``taps``: named intermediate tensors, filled only when a loss term asks for them
+    (:mod:`mamba4net.core.taps`).
     """
 
     pred: Tensor
     hidden: Tensor | None = None
+    taps: dict[str, Tensor] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -44,6 +47,10 @@ class StreamingBackbone(Backbone, Protocol):
 
     def step(self, x: Tensor, state: Any) -> tuple[Tensor, Any]:
         """One token per stream: ``x (B, D) -> y (B, D)``; memory is constant in the stream length."""
+
+
+# Optional on any backbone: ``tap_points() -> {name: mamba4net.core.taps.TapPoint}``, the named
+# intermediate tensors loss terms may ask for (see :mod:`mamba4net.core.taps`).
 
 
 class TaskData(Protocol):

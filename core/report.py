@@ -1,12 +1,24 @@
-"""A run's report: Markdown tables of results.json plus PNG plots of training and results."""
+"""A run's report: Markdown tables of results.json plus PNG plots of training and results.
+
+Every model of results.json (baselines, the method's deployed roles, its extra predictors) is a row;
+every student is compared with the teacher. A model whose metric is missing or not finite is shown
+last, never breaking a table or a plot.
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
+from mamba4net.core.bench.plots import plot_all
+from mamba4net.core.bench.tables import latency_table, setup_line, size_table, skipped_list, throughput_table
+from mamba4net.core.errors import DataError, Mamba4netError
+from mamba4net.core.io import atomic_write_text, read_json
 from mamba4net.core.plotting import pyplot
-from mamba4net.core.runs import RunDir, atomic_write_text
+from mamba4net.core.runs import RunDir
+
+KIND_COLORS = {"teacher": "tab:red", "student": "tab:green", "predictor": "tab:blue", "baseline": "tab:gray"}
 
 
 def _fmt(v: Any) -> str:
@@ -19,11 +31,29 @@ def _mib(n: float) -> str:
     return f"{n / 2**20:.2f} MiB"
 
 
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def ranked(results: dict) -> list[str]:
+    """Model names best first by the metric; those without a finite value last, in their order."""
+    metric, models = results["metric"], results.get("models", {})
+    good = [m for m in models if _finite(models[m].get(metric))]
+    good.sort(key=lambda m: models[m][metric], reverse=results["higher_is_better"])
+    return good + [m for m in models if m not in good]
+
+
+def kinds(results: dict) -> dict[str, str]:
+    """Model name -> teacher / student / predictor / baseline (older results: by name)."""
+    known = results.get("kinds") or {}
+    return {m: known.get(m, m if m in ("teacher", "student") else "baseline") for m in results.get("models", {})}
+
+
 def results_table(results: dict) -> str:
     metric, models = results["metric"], results.get("models", {})
     if not models:
         return "_no models evaluated_\n"
-    order = sorted(models, key=lambda m: models[m].get(metric, float("nan")), reverse=results["higher_is_better"])
+    order = ranked(results)
     keys = [metric] + sorted({k for m in models.values() for k in m} - {metric})
     lines = ["| model | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for name in order:
@@ -32,23 +62,32 @@ def results_table(results: dict) -> str:
 
 
 def efficiency_table(eff: dict) -> str:
-    """The ``efficiency`` section of results.json: size and whole-model speed on a task batch."""
-    if "teacher" not in eff or "student" not in eff:
+    """The ``efficiency`` section of results.json: size and whole-model speed on a task batch, every
+    student against the teacher."""
+    ratios = eff.get("ratios_by_student") or ({eff["ratios"].get("student", "student"): eff["ratios"]}
+                                              if eff.get("ratios") else {})
+    teacher = (eff.get("ratios") or {}).get("teacher", "teacher")
+    students = [s for s in ratios if s in eff]
+    if teacher not in eff or not students:
         return "_not measured_\n"
-    t, s, r = eff["teacher"], eff["student"], eff.get("ratios", {})
-    rows = [
-        ("parameters", f"{t['params']:,}", f"{s['params']:,}", r.get("params_student_over_teacher")),
-        ("deployed size (safetensors)", _mib(t["disk_bytes"]), _mib(s["disk_bytes"]), r.get("size_student_over_teacher")),
-    ]
+    roles = [teacher] + students
+    t = eff[teacher]
+    overs = [f"{s} / {teacher}" for s in students]
+    rows = [("parameters", [f"{eff[r]['params']:,}" for r in roles], "params_student_over_teacher"),
+            ("deployed size (safetensors)", [_mib(eff[r]["disk_bytes"]) for r in roles], "size_student_over_teacher")]
     if "deploy_bytes_without_unused" in t:
-        rows.append(("deployed size without unused parameters", _mib(t["deploy_bytes_without_unused"]),
-                     _mib(s["deploy_bytes_without_unused"]), r.get("size_student_over_teacher_without_unused")))
-    if "forward_ms" in t and "forward_ms" in s:
-        rows += [("forward ms / task batch", t["forward_ms"], s["forward_ms"], None),
-                 ("tokens / s on the task batch", t["tokens_per_s"], s["tokens_per_s"],
-                  r.get("throughput_student_over_teacher"))]
-    lines = ["| | teacher | student | student / teacher |", "|---|---|---|---|"]
-    lines += [f"| {a} | {b} | {c} | {_fmt(d) if d is not None else ''} |" for a, b, c, d in rows]
+        rows.append(("deployed size without unused parameters",
+                     [_mib(eff[r]["deploy_bytes_without_unused"]) for r in roles],
+                     "size_student_over_teacher_without_unused"))
+    if all("forward_ms" in eff[r] for r in roles):
+        rows += [("forward ms / task batch", [eff[r]["forward_ms"] for r in roles], None),
+                 ("tokens / s on the task batch", [eff[r]["tokens_per_s"] for r in roles],
+                  "throughput_student_over_teacher")]
+    lines = ["| | " + " | ".join(roles + overs) + " |", "|---" * (len(roles) + len(overs) + 1) + "|"]
+    for label, values, key in rows:
+        cells = [str(v) for v in values] + [_fmt(ratios[s].get(key)) if key and ratios[s].get(key) is not None
+                                            else "" for s in students]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     setup = eff.get("setup", {})
     extra = "\n"
     if t.get("lora_bytes") is not None:
@@ -62,28 +101,35 @@ def efficiency_table(eff: dict) -> str:
 
 
 def comparison_table(results: dict) -> str:
-    """Like the paper's Fig. 3/4: task metric per model; for the student, size and throughput
+    """Like the paper's Fig. 3/4: task metric per model; for each student, size and throughput
     relative to the teacher (throughput of the backbones at each swept length, smallest batch)."""
     metric, models = results["metric"], results.get("models", {})
-    r = results.get("efficiency", {}).get("ratios", {})
-    by_len = r.get("throughput_student_over_teacher_by_seq_len", {})
-    lens = sorted(by_len, key=int)
+    eff = results.get("efficiency", {})
+    by_student = eff.get("ratios_by_student") or ({eff["ratios"].get("student", "student"): eff["ratios"]}
+                                                  if eff.get("ratios") else {})
+    teacher = (eff.get("ratios") or {}).get("teacher") or next(
+        (m for m, k in kinds(results).items() if k == "teacher"), None)
+    lens = sorted({n for r in by_student.values() for n in r.get("throughput_student_over_teacher_by_seq_len", {})},
+                  key=int)
     head = [metric, "size / teacher"] + [f"throughput / teacher, L={n}" for n in lens]
     lines = ["| model | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
-    order = sorted(models, key=lambda m: models[m].get(metric, float("nan")), reverse=results["higher_is_better"])
-    for name in order:
+    for name in ranked(results):
         cells = [_fmt(models[name].get(metric, ""))]
-        if name == "teacher":
+        if name == teacher:
             cells += ["1"] + ["1x"] * len(lens)
-        elif name == "student":
+        elif name in by_student:
+            r = by_student[name]
             size = r.get("size_student_over_teacher")
-            cells += [f"{size:.4f}" if size is not None else ""] + [f"{by_len[n]:.3g}x" for n in lens]
+            by_len = r.get("throughput_student_over_teacher_by_seq_len", {})
+            cells += [f"{size:.4f}" if size is not None else ""] + [
+                f"{by_len[n]:.3g}x" if by_len.get(n) is not None else "" for n in lens]
         else:
             cells += [""] * (1 + len(lens))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     note = ""
     if lens:
-        note = (f"\nThroughput: input tokens per second of the backbones, batch {r.get('throughput_batch_size')}; "
+        batch = next(iter(by_student.values())).get("throughput_batch_size")
+        note = (f"\nThroughput: input tokens per second of the backbones, batch {batch}; "
                 "size: deployed safetensors bytes (the teacher including its LLM weights).\n")
     return "\n".join(lines) + "\n" + note
 
@@ -141,12 +187,12 @@ def plot_models(results: dict, path: Path) -> bool:
     plt = pyplot()
 
     metric, models = results["metric"], results.get("models", {})
-    names = [n for n in models if metric in models[n]]
+    names = [n for n in ranked(results) if _finite(models[n].get(metric))]
     if not names:
         return False
-    names.sort(key=lambda n: models[n][metric], reverse=results["higher_is_better"])
-    colors = ["tab:red" if n == "teacher" else "tab:green" if n == "student" else "tab:gray" for n in names]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    kind = kinds(results)
+    colors = [KIND_COLORS.get(kind[n], "tab:gray") for n in names]
+    fig, ax = plt.subplots(figsize=(6, max(3.5, 0.35 * len(names) + 1)))
     ax.barh(names, [models[n][metric] for n in names], color=colors)
     ax.invert_yaxis()
     ax.set_xlabel(f"{metric} ({'higher' if results['higher_is_better'] else 'lower'} is better)")
@@ -160,10 +206,7 @@ def plot_models(results: dict, path: Path) -> bool:
 def _bench_section(folder: Path, replot: bool) -> list[str]:
     """Tables and plots of ``bench.json`` in ``folder`` (plots drawn from the JSON; with
     ``replot=False`` those already there are kept)."""
-    from mamba4net.core.bench.plots import plot_all
-    from mamba4net.core.bench.tables import latency_table, setup_line, size_table, skipped_list, throughput_table
-
-    bench = read_json(folder / "bench.json")
+    bench = read_json(folder / "bench.json", missing_ok=True)
     if bench is None:
         return []
     plots = plot_all(bench, folder, keep_existing=not replot)
@@ -177,31 +220,15 @@ def _bench_section(folder: Path, replot: bool) -> list[str]:
     return parts
 
 
-def read_json(path: Path) -> dict | None:
-    """A JSON file of a run, ``None`` when absent; one-line error when unreadable."""
-    import json
-
-    from mamba4net.core.errors import DataError
-
-    if not path.exists():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
-
-
 def write_report(out: RunDir, results: dict, metrics: list[dict], title: str, replot: bool = False) -> Path:
     parts = [f"# {title}\n", f"Task `{results['task']}`, split `{results['split']}`, metric "
              f"`{results['metric']}` ({'higher' if results['higher_is_better'] else 'lower'} is better).\n",
              "## Task quality\n", results_table(results)]
     if plot_models(results, out.root / "models.png"):
         parts.append("\n![models](models.png)\n")
-    if "teacher" in results.get("models", {}) and "student" in results.get("models", {}):
-        parts += ["\n## Teacher vs student (as in the paper's Fig. 3 and 4)\n", comparison_table(results)]
+    kind = kinds(results)
+    if "teacher" in kind.values() and "student" in kind.values():
+        parts += ["\n## Teacher vs students (as in the paper's Fig. 3 and 4)\n", comparison_table(results)]
     figures = [f for f in results.get("figures", []) if (out.root / f["file"]).exists()]
     if figures:
         parts.append("\n## Task figures\n")
@@ -220,12 +247,10 @@ REQUIRED_RESULTS_KEYS = ("task", "split", "metric", "higher_is_better", "models"
 def render_report(run_root: str | Path) -> Path:
     """``mamba4net report RUN_DIR``: re-render report.md (and its plots) from the run's
     results.json, bench.json (if any) and metrics.jsonl."""
-    from mamba4net.core.errors import DataError, Mamba4netError
-
     run = RunDir(run_root)
     if not run.root.is_dir():
         raise Mamba4netError(f"{run.root}: no such run directory")
-    results = read_json(run.results_path)
+    results = read_json(run.results_path, missing_ok=True)
     if results is None:
         raise Mamba4netError(f"{run.root}: no results.json (the run has not finished its evaluate stage)")
     missing = [k for k in REQUIRED_RESULTS_KEYS if k not in results]

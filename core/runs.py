@@ -1,53 +1,21 @@
 """The run directory: resolved config, metrics (JSON lines), results, report, checkpoints.
 
-Every file is written atomically (temp file in the same folder + ``os.replace``), so a run killed at
-any instant leaves either the old or the new version of a file, never half of one.
+Every file is written atomically (:mod:`mamba4net.core.io`), so a run killed at any instant leaves
+either the old or the new version of a file, never half of one.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None if math.isnan(obj) else (1e308 if obj > 0 else -1e308)
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
-
-
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(_json_safe(obj), indent=2) + "\n")
+from mamba4net.core.io import atomic_write_text, json_safe
 
 
 class RunDir:
@@ -83,7 +51,7 @@ class RunDir:
                     with open(self.metrics_path, "a") as g:
                         g.write("\n")
         with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(_json_safe(record)) + "\n")
+            f.write(json.dumps(json_safe(record)) + "\n")
             f.flush()
 
     def read_metrics(self) -> list[dict[str, Any]]:

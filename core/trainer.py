@@ -1,7 +1,7 @@
 """One trainer for every stage: AdamW, warm-up + cosine, gradient accumulation and clipping.
 
 Determinism: the batch at optimizer step ``s`` and the dropout RNG of that step are pure functions of
-(seed, stage, s). A run resumed from the checkpoint at step ``s`` therefore replays exactly what an
+(seed, stage, s) (:mod:`mamba4net.core.seeding`). A run resumed from the checkpoint at step ``s`` therefore replays exactly what an
 uninterrupted run would have done, with nothing but weights and optimizer moments to restore.
 
 Two engines drive the same loop (``runtime.engine``): plain PyTorch, or DeepSpeed (ZeRO 0-3, one
@@ -22,7 +22,6 @@ import json
 import logging
 import math
 import time
-import zlib
 from typing import Callable
 
 import torch
@@ -32,34 +31,17 @@ from mamba4net.core import distributed as dist
 from mamba4net.core.checkpoint import (
     StageCheckpoints, load_into, load_tensors, restore_optimizer, save_tensors, trainable_state,
 )
-from mamba4net.core.config import RuntimeParams, TrainParams
+from mamba4net.core.schema import RuntimeParams, TrainParams
 from mamba4net.core.errors import DataError, TrainingError
 from mamba4net.core.progress import progress_bar
 from mamba4net.core.protocols import Batch, TaskData
-from mamba4net.core.runs import RunDir, write_json
+from mamba4net.core.io import write_json
+from mamba4net.core.runs import RunDir
+from mamba4net.core.seeding import batch_indices, move, stream_seed
 
 log = logging.getLogger("mamba4net")
 
 LossFn = Callable[[Batch], tuple[Tensor, dict[str, float]]]
-
-
-def stream_seed(seed: int, stage: str, *parts: int) -> int:
-    """A 63-bit seed derived from the run seed, the stage name and integers (epoch, step...)."""
-    key = f"{seed}:{stage}:" + ":".join(str(p) for p in parts)
-    return zlib.crc32(key.encode()) * 2654435761 % (2**63 - 1)
-
-
-def batch_indices(n: int, batch_size: int, first_sample: int, seed: int, stage: str) -> Tensor:
-    """Samples ``first_sample .. first_sample+batch_size-1`` of an endless stream of seeded epochs."""
-    out = []
-    pos, end = first_sample, first_sample + batch_size
-    while pos < end:
-        epoch, offset = divmod(pos, n)
-        g = torch.Generator().manual_seed(stream_seed(seed, stage, epoch))
-        take = torch.randperm(n, generator=g)[offset : offset + end - pos]
-        out.append(take)
-        pos += len(take)
-    return torch.cat(out)
 
 
 def lr_at(step: int, p: TrainParams) -> float:
@@ -70,10 +52,6 @@ def lr_at(step: int, p: TrainParams) -> float:
     progress = min(1.0, (step - p.warmup_steps) / span)
     floor = p.lr * p.min_lr_ratio
     return floor + (p.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def move(batch: Batch, device: torch.device) -> Batch:
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
 def adamw(module: nn.Module, params: TrainParams) -> torch.optim.AdamW:

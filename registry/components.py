@@ -21,8 +21,8 @@ KINDS: dict[str, str] = {
     "initializers": "initializer",
     "losses": "loss",
     "kernels": "kernel",
-    "strategies": "strategy",
     "baselines": "baseline",
+    "methods": "method",
 }
 
 # meta keys each kind requires at registration

@@ -9,6 +9,7 @@ with :meth:`Registry.add_plugin` before the first lookup.
 from __future__ import annotations
 
 import importlib.metadata as md
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -20,6 +21,7 @@ from mamba4net.core.errors import PluginError
 from mamba4net.registry.components import KINDS, Component, ComponentRegistry
 
 ENTRY_POINT_GROUP = "mamba4net"
+log = logging.getLogger("mamba4net")
 
 
 @dataclass
@@ -96,6 +98,9 @@ class Registry:
     # -- components ----------------------------------------------------------------------------
     def _collect(self) -> dict[str, ComponentRegistry]:
         kinds = {kind: ComponentRegistry(kind) for kind in KINDS}
+        for impl in self.pm.hook.mamba4net_register_strategies.get_hookimpls():
+            log.warning("plugin '%s' implements mamba4net_register_strategies, which is deprecated and ignored: "
+                        "register a method (mamba4net_register_methods) instead", impl.plugin_name)
         for kind, reg in kinds.items():
             caller = getattr(self.pm.hook, f"mamba4net_register_{kind}")
             # call each implementation with a register() bound to its plugin, so every component

@@ -6,6 +6,8 @@
 * :mod:`mamba4net.testing.toy`: a tiny synthetic task plugin for engine tests.
 * :mod:`mamba4net.testing.initializers`: Hypothesis strategies for teacher/student geometries and
   a reusable property suite for initializers (``check_initializer``, plus CWR's own properties).
+* :mod:`mamba4net.testing.methods`: ``check_method``, the contract checks for a distillation
+  method (stages run, an interrupted run resumes exactly, roles and taps exist).
 """
 
 from mamba4net.testing.toy import ToyPlugin, ToyTask, tiny_pipeline_config

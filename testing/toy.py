@@ -124,7 +124,7 @@ class ToyPlugin:
 
 def tiny_pipeline_config(**overrides: Any) -> dict[str, Any]:
     """A complete pipeline config on the toy task with tiny random models (a few seconds on CPU)."""
-    from mamba4net.core.config import deep_merge
+    from mamba4net.core.yamlio import deep_merge
 
     base = {
         "name": "tiny",

@@ -37,7 +37,7 @@ def test_valid_config_fills_defaults(tmp_path, tiny_config, m4n_registry):
         (lambda c: c["student"].update(colour=3), r"student\.colour \(line \d+\): unknown key"),
         (lambda c: c["teacher"].update(name="hf_causal_llm"), r"teacher\.name \(line \d+\): unknown teacher 'hf_causal_llm'; did you mean 'hf_causal_lm'\?"),
         (lambda c: c["train"]["distill"]["losses"].append({"name": "kl"}), r"train\.distill\.losses\.2\.name .*unknown loss 'kl'"),
-        (lambda c: c["train"].update(warmup={"steps": 50}), r"train\.warmup .*not a training stage"),
+        (lambda c: c["train"].update(warmup={"steps": 50}), r"train\.warmup \(line \d+\): method 'mamba4net' has no training stage 'warmup'; its training stages: adapt_teacher, distill"),
         (lambda c: c.update(evaluate={"baselines": ["velocity"]}), r"evaluate\.baselines\.0\.name .*belongs to task 'vp', not 'toy'"),
     ],
 )

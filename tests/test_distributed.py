@@ -142,18 +142,19 @@ def test_user_deepspeed_json(tmp_path, m4n_registry):
                       registry=m4n_registry)
     good = tmp_path / "ds.json"
     good.write_text(json.dumps({"zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0}}))
-    cfg = validate_data(tiny_pipeline_config(runtime={"engine": "deepspeed", "deepspeed_config": str(good)},
-                                             train={"distill": {"grad_accum": 3}}), registry=m4n_registry).cfg
-    ds = build_config(cfg.train_params("distill"), cfg.runtime, world=4, device=torch.device("cpu"))
+    loaded = validate_data(tiny_pipeline_config(runtime={"engine": "deepspeed", "deepspeed_config": str(good)},
+                                                train={"distill": {"grad_accum": 3}}), registry=m4n_registry)
+    cfg, distill = loaded.cfg, loaded.train_params("distill")
+    ds = build_config(distill, cfg.runtime, world=4, device=torch.device("cpu"))
     assert ds["train_micro_batch_size_per_gpu"] == 4 and ds["gradient_accumulation_steps"] == 3
     assert ds["train_batch_size"] == 48 and ds["gradient_clipping"] == 1.0
     assert ds["zero_optimization"] == {"stage": 3, "stage3_param_persistence_threshold": 0}  # JSON wins
     assert "optimizer" not in ds and ds["zero_allow_untested_optimizer"] is True
     with pytest.raises(ConfigError, match=r"batch_size 16 can't be split evenly over 3 processes"):
-        build_config(cfg.train_params("distill"), cfg.runtime, world=3, device=torch.device("cpu"))
+        build_config(distill, cfg.runtime, world=3, device=torch.device("cpu"))
     fp16 = cfg.runtime.model_copy(update={"precision": "fp16"})
     with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
-        build_config(cfg.train_params("distill"), fp16, world=1, device=torch.device("cpu"))
+        build_config(distill, fp16, world=1, device=torch.device("cpu"))
 
 
 def test_checkpoint_loads_never_unpickle_arbitrary_classes(tmp_path):

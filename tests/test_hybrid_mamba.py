@@ -14,6 +14,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from mamba4net.plugins.hybrid_mamba import plugin
@@ -397,3 +399,26 @@ def test_plugin_import_is_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# --- the mixer as a matrix (MOHAWK stage 1 aligns it with the teacher's attention) -----------------
+
+
+@settings(max_examples=25, deadline=None)
+@given(heads=st.sampled_from([(2, 1), (4, 2), (4, 4)]), headdim=st.sampled_from([4, 8]),
+       d_state=st.sampled_from([4, 8, 16]), length=st.integers(1, 23), seed=st.integers(0, 2**16))
+def test_materialized_matrix_times_input_is_the_scan(heads, headdim, d_state, length, seed):
+    """y[t] = sum_s M[t, s] x[s] per head equals the scan's output (before the gated norm)."""
+    nheads, ngroups = heads
+    torch.manual_seed(seed)
+    d_model = nheads * headdim // 2  # expand 2: d_inner = nheads * headdim
+    mixer = Mamba2Mixer(d_model, d_state=d_state, headdim=headdim, ngroups=ngroups, chunk_size=4).double()
+    with torch.no_grad():
+        mixer.D.uniform_(-1, 1)
+    u = torch.randn(2, length, d_model, dtype=torch.float64)
+    q = mixer.quantities(u)
+    y = ssd_scan_ref(q["x"], q["dt"], q["A"], q["B"], q["C"], 4, D=q["D"])  # (b, l, h, p)
+    M = mixer.materialize(u)  # (b, h, l, l)
+    assert M.shape == (2, nheads, length, length)
+    assert torch.all(M.triu(1) == 0)
+    torch.testing.assert_close(torch.einsum("bhts,bshp->bthp", M, q["x"].float()), y.float(), rtol=1e-5, atol=1e-5)

@@ -11,7 +11,7 @@ from mamba4net.core.hookspecs import hookimpl
 from mamba4net.registry import KINDS, Registry
 from mamba4net.registry.components import UnknownComponentError
 
-BUILTINS = {"losses", "hf_teacher", "hybrid_mamba", "vp", "strategies", "cwr"}
+BUILTINS = {"losses", "hf_teacher", "hybrid_mamba", "vp", "abr", "cjs", "cwr", "mamba4net", "triton_kernels"}
 
 
 def test_builtins_come_from_entry_points():

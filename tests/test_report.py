@@ -9,7 +9,7 @@ from mamba4net.core.cli import main
 from mamba4net.core.config import validate_data
 from mamba4net.core.pipeline import run_pipeline
 from mamba4net.core.report import comparison_table
-from mamba4net.core.runs import write_json
+from mamba4net.core.io import write_json
 
 
 def _bench_dict():

@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass
 
 from mamba4net.core.errors import ConfigError
 
-ROLES = ("teacher", "student")
+# the deployed roles (name -> kind) of the built-in method, for plans made without a method at hand
+DEFAULT_ROLES = {"teacher": "teacher", "student": "student"}
 FULL_SEQ_LENS = (256, 512, 1024, 2048, 4096, 8192)
 FULL_BATCH_SIZES = (1, 4, 16, 64)
 FULL_HISTORY_LENS = (16, 64, 256, 1024, 4096, 8192)
@@ -27,15 +28,30 @@ class BenchPlan:
     budget_s: float  # wall-time budget per point
     memory: bool  # peak memory of each throughput point
     task_batch_size: int  # whole model (encoder + backbone + head) on a real task batch
-    roles: tuple[str, ...] = ROLES
+    roles: tuple[str, ...] = tuple(DEFAULT_ROLES)  # the models measured, by role name
+    kinds: tuple[str, ...] = tuple(DEFAULT_ROLES.values())  # each role's kind ("teacher"/"student")
 
     def as_dict(self) -> dict:
         return asdict(self)
 
     @property
     def n_points(self) -> int:
-        n_series = (1 if "student" in self.roles else 0) + (2 if "teacher" in self.roles else 0)
+        # streaming latency: a student steps its state; a teacher re-encodes and steps its KV cache
+        n_series = sum(2 if kind == "teacher" else 1 for kind in self.kinds)
         return len(self.seq_lens) * len(self.batch_sizes) * len(self.roles) + len(self.history_lens) * n_series
+
+
+def deployed_roles(method) -> dict[str, str]:
+    """name -> kind of the roles a benchmark measures: a method's deployed teachers, then students."""
+    roles = method.deployed("teacher") + method.deployed("student")
+    return {r.name: r.kind for r in roles}
+
+
+def teacher_and_students(bench: dict) -> tuple[str | None, list[str]]:
+    """The measured teacher role (the first of kind teacher) and the student roles, in order."""
+    kinds = bench.get("roles") or {r: r for r in bench["models"]}  # bench.json before roles were recorded
+    teachers = [r for r, k in kinds.items() if k == "teacher" and r in bench["models"]]
+    return (teachers[0] if teachers else None), [r for r, k in kinds.items() if k == "student" and r in bench["models"]]
 
 
 def _sizes(values, what: str) -> list[int]:
@@ -47,13 +63,15 @@ def _sizes(values, what: str) -> list[int]:
 
 def make_plan(params, *, full: bool = False, seq_lens=None, batch_sizes=None, history_lens=None,
               repeats: int | None = None, budget_s: float | None = None, memory: bool | None = None,
-              roles=None) -> BenchPlan:
+              roles=None, known: dict[str, str] | None = None) -> BenchPlan:
     """``params``: the config's :class:`~mamba4net.core.config.BenchmarkParams`; explicit arguments
-    (CLI flags) win over ``full``, which wins over the config."""
-    roles = tuple(roles) if roles else ROLES
-    unknown = [r for r in roles if r not in ROLES]
+    (CLI flags) win over ``full``, which wins over the config. ``known``: the deployed roles of the
+    run's method (name -> kind, in the method's order); ``roles`` picks some of them."""
+    known = dict(known or DEFAULT_ROLES)
+    roles = tuple(roles) if roles else tuple(known)
+    unknown = [r for r in roles if r not in known]
     if unknown:
-        raise ConfigError(f"bench: unknown model role {unknown[0]!r}; known roles: {', '.join(ROLES)}")
+        raise ConfigError(f"bench: unknown model role {unknown[0]!r}; known roles: {', '.join(known)}")
     if repeats is not None and repeats <= 0:
         raise ConfigError(f"bench: --repeats must be positive, got {repeats}")
     if budget_s is not None and budget_s <= 0:
@@ -67,5 +85,6 @@ def make_plan(params, *, full: bool = False, seq_lens=None, batch_sizes=None, hi
         budget_s=float(budget_s or params.point_budget_s),
         memory=params.memory if memory is None else memory,
         task_batch_size=params.batch_size,
-        roles=tuple(r for r in ROLES if r in roles),
+        roles=tuple(r for r in known if r in roles),
+        kinds=tuple(known[r] for r in known if r in roles),
     )

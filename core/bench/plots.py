@@ -4,14 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mamba4net.core.bench.sweep import STUDENT_STEP, TEACHER_KV, TEACHER_REENCODE
+from mamba4net.core.bench.plan import teacher_and_students
+from mamba4net.core.bench.sweep import KV_STEP, REENCODE, STEP
 from mamba4net.core.plotting import pyplot
 
-COLORS = {"teacher": "tab:red", "student": "tab:green"}
-SERIES_STYLE = {STUDENT_STEP: ("tab:green", "student: recurrent step"),
-                TEACHER_KV: ("tab:orange", "teacher: step with KV cache"),
-                TEACHER_REENCODE: ("tab:red", "teacher: re-encode the window")}
+TEACHER_COLORS = {REENCODE: "tab:red", KV_STEP: "tab:orange"}
+STUDENT_COLORS = ("tab:green", "tab:blue", "tab:purple", "tab:olive", "tab:cyan", "tab:brown", "tab:pink")
+MODE_LABEL = {STEP: "recurrent step", KV_STEP: "step with KV cache", REENCODE: "re-encode the window"}
 
+
+def role_colors(bench: dict) -> dict[str, str]:
+    """The teacher red, the students green first, then other colours, in their order."""
+    teacher, students = teacher_and_students(bench)
+    colors = {s: STUDENT_COLORS[i % len(STUDENT_COLORS)] for i, s in enumerate(students)}
+    if teacher:
+        colors[teacher] = "tab:red"
+    return colors
 
 
 def _ok(rows: list[dict]) -> list[dict]:
@@ -26,12 +34,12 @@ def _by_role_batch(rows: list[dict], key: str) -> dict[tuple[str, int], list[tup
     return {k: sorted(v) for k, v in out.items()}
 
 
-def _lines(ax, series: dict, scale: float = 1.0) -> None:
+def _lines(ax, series: dict, colors: dict[str, str], scale: float = 1.0) -> None:
     batches = sorted({b for _, b in series})
     styles = ["-", "--", ":", "-."]
     for (role, b), pts in sorted(series.items()):
         xs, ys = zip(*pts)
-        ax.plot(xs, [y * scale for y in ys], styles[batches.index(b) % 4], marker="o", color=COLORS.get(role),
+        ax.plot(xs, [y * scale for y in ys], styles[batches.index(b) % 4], marker="o", color=colors.get(role),
                 label=f"{role}, batch {b}")
 
 
@@ -53,11 +61,12 @@ def plot_throughput(bench: dict, path: Path) -> bool:
         return False
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    _lines(axes[0], series)
+    colors = role_colors(bench)
+    _lines(axes[0], series, colors)
     axes[0].set_title("throughput (input tokens / s)")
     axes[0].set_ylabel("tokens / s")
     times = _by_role_batch(bench.get("throughput", []), "median_ms")
-    _lines(axes[1], times)
+    _lines(axes[1], times, colors)
     _slope_guides(axes[1], times)
     axes[1].set_title("time per forward pass: slope 1 = linear, 2 = quadratic")
     axes[1].set_ylabel("ms")
@@ -73,16 +82,26 @@ def plot_throughput(bench: dict, path: Path) -> bool:
     return True
 
 
+def _role_mode(row: dict) -> tuple[str, str]:
+    """(role, mode) of a latency row (also of bench.json files that only recorded the series)."""
+    if "role" in row:
+        return row["role"], row["mode"]
+    mode = next((m for m in (KV_STEP, REENCODE, STEP) if row["series"].endswith("_" + m)), "")
+    return row["series"][: -len(mode) - 1] if mode else row["series"], mode
+
+
 def plot_latency(bench: dict, path: Path) -> bool:
     rows = _ok(bench.get("latency", []))
     if not rows:
         return False
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    for name, (color, label) in SERIES_STYLE.items():
+    colors = role_colors(bench)
+    for name in dict.fromkeys(r["series"] for r in rows):
         pts = sorted((r["history"], r["median_ms"]) for r in rows if r["series"] == name)
-        if pts:
-            ax.plot(*zip(*pts), marker="o", color=color, label=label)
+        role, mode = _role_mode(next(r for r in rows if r["series"] == name))
+        color = TEACHER_COLORS.get(mode) if colors.get(role) == "tab:red" else colors.get(role)
+        ax.plot(*zip(*pts), marker="o", color=color, label=f"{role}: {MODE_LABEL.get(mode, mode)}")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("history length (tokens)")
@@ -104,7 +123,7 @@ def plot_memory(bench: dict, path: Path) -> bool:
         return False
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    _lines(ax, series, scale=1 / 2**20)
+    _lines(ax, series, role_colors(bench), scale=1 / 2**20)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("sequence length L")

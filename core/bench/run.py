@@ -1,8 +1,9 @@
-"""Measure teacher and student side by side and write ``bench.json``, ``bench.md`` and the plots.
+"""Measure a run's deployed models side by side and write ``bench.json``, ``bench.md`` and the plots.
 
-Two entry points: :func:`measure_all` (given a :class:`~mamba4net.core.context.RunContext`; the
-pipeline's ``benchmark`` stage uses it) and :func:`bench_target` (``mamba4net bench``: a config
-file, or a run directory whose finished weights are loaded).
+:func:`measure_all` takes a :class:`~mamba4net.core.context.RunContext` and a plan of the roles to
+measure (the teacher and every deployed student by default); every student is compared with the
+teacher. The pipeline's benchmark and ``mamba4net bench`` (:mod:`mamba4net.core.bench.command`)
+both use it.
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ from pathlib import Path
 import torch
 
 from mamba4net.core.bench.measure import memory_measurer, time_call
-from mamba4net.core.bench.plan import BenchPlan
+from mamba4net.core.bench.plan import BenchPlan, teacher_and_students
+from mamba4net.core.bench.plots import plot_all
+from mamba4net.core.bench.tables import bench_markdown
 from mamba4net.core.bench.size import size_facts
-from mamba4net.core.bench.sweep import STUDENT_STEP, TEACHER_KV, TEACHER_REENCODE, latency_sweep, throughput_sweep
+from mamba4net.core.bench.sweep import KV_STEP, REENCODE, STEP, latency_sweep, series_name, throughput_sweep
+from mamba4net.core.io import atomic_write_text, write_json
 from mamba4net.core.progress import progress_bar
-from mamba4net.core.runs import atomic_write_text, write_json
+from mamba4net.core.seeding import move
 
 log = logging.getLogger("mamba4net")
 
@@ -97,8 +101,10 @@ def measure_all(ctx, plan: BenchPlan, *, sweep: bool = True, scratch: Path | Non
     device = ctx.device
     memory, memory_method = memory_measurer(device)
     models = {role: ctx.model(role).eval() for role in plan.roles}
+    kinds = dict(zip(plan.roles, plan.kinds))
     bench: dict = {"version": 1, "source": source or {}, "setup": setup_facts(device, memory_method),
-                   "plan": plan.as_dict(), "models": {}, "task_batch": {}, "throughput": [], "latency": []}
+                   "plan": plan.as_dict(), "roles": kinds, "models": {}, "task_batch": {}, "throughput": [],
+                   "latency": []}
     for role, model in models.items():
         facts = size_facts(model, scratch)
         facts.update(backbone=type(model.backbone).__name__, d_model=int(model.backbone.d_model))
@@ -106,16 +112,14 @@ def measure_all(ctx, plan: BenchPlan, *, sweep: bool = True, scratch: Path | Non
         if callable(describe):
             facts["describe"] = describe()
         bench["models"][role] = facts
-    # speed is measured as deployed: LoRA folded into the teacher's weights (outputs unchanged)
-    teacher = models.get("teacher")
-    if teacher is not None and callable(getattr(teacher.backbone, "merge_lora", None)):
-        teacher.backbone.merge_lora()
-        bench["setup"]["teacher_lora_merged"] = True
+    # speed is measured as deployed: LoRA folded into the teachers' weights (outputs unchanged)
+    for role, model in models.items():
+        if kinds[role] == "teacher" and callable(getattr(model.backbone, "merge_lora", None)):
+            model.backbone.merge_lora()
+            bench["setup"]["teacher_lora_merged"] = True
 
     split = ctx.cfg.evaluate.split
     data = ctx.task.data(split)
-    from mamba4net.core.trainer import move
-
     batch = move(data.batch(torch.arange(min(plan.task_batch_size, len(data)))), device)
     for role, model in models.items():
         bench["task_batch"][role] = {"split": split, **_task_batch(model, batch, plan, device)}
@@ -125,7 +129,7 @@ def measure_all(ctx, plan: BenchPlan, *, sweep: bool = True, scratch: Path | Non
         backbones = {role: m.backbone for role, m in models.items()}
         with progress_bar(plan.n_points, "bench", enabled=ctx.progress) as bar:
             bench["throughput"] = throughput_sweep(backbones, plan, device, memory, bar)
-            bench["latency"] = latency_sweep(backbones.get("teacher"), backbones.get("student"), plan, device, bar)
+            bench["latency"] = latency_sweep({r: (kinds[r], b) for r, b in backbones.items()}, plan, device, bar)
     bench["setup"]["load_average_end"] = _load()
     bench["ratios"] = compute_ratios(bench)
     return bench
@@ -135,12 +139,9 @@ def _ratio(a, b) -> float | None:
     return round(a / b, 5) if a is not None and b not in (None, 0) else None
 
 
-def compute_ratios(bench: dict) -> dict:
+def student_ratios(bench: dict, teacher: str, student: str) -> dict:
     """Student over teacher (size, throughput) and teacher over student (latency, memory)."""
-    m = bench["models"]
-    if "teacher" not in m or "student" not in m:
-        return {}
-    t, s = m["teacher"], m["student"]
+    t, s = bench["models"][teacher], bench["models"][student]
     tb = bench.get("task_batch", {})
     out = {
         "params_student_over_teacher": _ratio(s["params"], t["params"]),
@@ -149,15 +150,15 @@ def compute_ratios(bench: dict) -> dict:
         "size_student_over_teacher_without_unused": _ratio(s["deploy_bytes_without_unused"],
                                                            t["deploy_bytes_without_unused"]),
         "task_batch_throughput_student_over_teacher": _ratio(
-            tb.get("student", {}).get("tokens_per_s"), tb.get("teacher", {}).get("tokens_per_s")),
+            tb.get(student, {}).get("tokens_per_s"), tb.get(teacher, {}).get("tokens_per_s")),
         "throughput": [],
         "latency": [],
         "memory": [],
     }
     ok = {(r["role"], r["batch_size"], r["seq_len"]): r for r in bench.get("throughput", []) if r["status"] == "ok"}
     for (role, b, length), st in sorted(ok.items(), key=lambda kv: (kv[0][1], kv[0][2])):
-        te = ok.get(("teacher", b, length))
-        if role != "student" or te is None:
+        te = ok.get((teacher, b, length))
+        if role != student or te is None:
             continue
         out["throughput"].append({"batch_size": b, "seq_len": length,
                                   "student_over_teacher": _ratio(st["tokens_per_s"], te["tokens_per_s"])})
@@ -166,19 +167,43 @@ def compute_ratios(bench: dict) -> dict:
                                   "teacher_over_student": _ratio(te["peak_bytes"], st["peak_bytes"])})
     lat = {(r["series"], r["history"]): r for r in bench.get("latency", []) if r["status"] == "ok"}
     for h in sorted({h for _, h in lat}):
-        st = lat.get((STUDENT_STEP, h))
+        st = lat.get((series_name(student, STEP), h))
         if st is None:
             continue
         row = {"history": h}
-        for series, key in ((TEACHER_KV, "teacher_kv_over_student"), (TEACHER_REENCODE, "teacher_reencode_over_student")):
-            if (series, h) in lat:
-                row[key] = _ratio(lat[(series, h)]["median_ms"], st["median_ms"])
+        for mode, key in ((KV_STEP, "teacher_kv_over_student"), (REENCODE, "teacher_reencode_over_student")):
+            if (series_name(teacher, mode), h) in lat:
+                row[key] = _ratio(lat[(series_name(teacher, mode), h)]["median_ms"], st["median_ms"])
         out["latency"].append(row)
     return out
 
 
+def compute_ratios(bench: dict) -> dict:
+    """Every student against the teacher (``by_student``); the first student's ratios also at the
+    top level (the built-in method has one student)."""
+    teacher, students = teacher_and_students(bench)
+    if teacher is None or not students:
+        return {}
+    by_student = {s: student_ratios(bench, teacher, s) for s in students}
+    return {**by_student[students[0]], "teacher": teacher, "student": students[0], "by_student": by_student}
+
+
+def _headline_ratios(r: dict) -> dict:
+    smallest = min((x["batch_size"] for x in r["throughput"]), default=None)
+    return {
+        **{k: v for k, v in r.items() if not isinstance(v, (list, dict))},
+        "throughput_student_over_teacher": r["task_batch_throughput_student_over_teacher"],
+        "throughput_student_over_teacher_by_seq_len": {
+            str(x["seq_len"]): x["student_over_teacher"] for x in r["throughput"] if x["batch_size"] == smallest},
+        "throughput_batch_size": smallest,
+        "latency_teacher_kv_over_student_by_history": {
+            str(x["history"]): x["teacher_kv_over_student"] for x in r["latency"] if "teacher_kv_over_student" in x},
+    }
+
+
 def headline(bench: dict) -> dict:
-    """The ``efficiency`` section of results.json: per-role facts and the headline ratios."""
+    """The ``efficiency`` section of results.json: per-role facts and the headline ratios (the first
+    student's in ``ratios``, every student's in ``ratios_by_student``)."""
     out: dict = {}
     for role, facts in bench["models"].items():
         keep = {k: v for k, v in facts.items() if k not in ("unused_parameter_names", "describe")}
@@ -188,16 +213,9 @@ def headline(bench: dict) -> dict:
         out[role] = keep
     r = bench.get("ratios", {})
     if r:
-        smallest = min((x["batch_size"] for x in r["throughput"]), default=None)
-        out["ratios"] = {
-            **{k: v for k, v in r.items() if not isinstance(v, list)},
-            "throughput_student_over_teacher": r["task_batch_throughput_student_over_teacher"],
-            "throughput_student_over_teacher_by_seq_len": {
-                str(x["seq_len"]): x["student_over_teacher"] for x in r["throughput"] if x["batch_size"] == smallest},
-            "throughput_batch_size": smallest,
-            "latency_teacher_kv_over_student_by_history": {
-                str(x["history"]): x["teacher_kv_over_student"] for x in r["latency"] if "teacher_kv_over_student" in x},
-        }
+        out["ratios"] = {**_headline_ratios(r), "teacher": r["teacher"], "student": r["student"]}
+        out["ratios_by_student"] = {s: _headline_ratios(x) for s, x in r["by_student"].items()}
+    out["roles"] = dict(bench.get("roles", {}))
     out["setup"] = {k: bench["setup"].get(k) for k in ("device", "torch_threads", "cpu", "load_average_start")}
     out["setup"]["repeats"] = bench["plan"]["repeats"]
     out["bench_file"] = BENCH_JSON
@@ -206,89 +224,8 @@ def headline(bench: dict) -> dict:
 
 def write_bench(folder: Path, bench: dict) -> list[Path]:
     """bench.json, bench.md and the PNG plots into ``folder``; returns the paths written."""
-    from mamba4net.core.bench.plots import plot_all
-    from mamba4net.core.bench.tables import bench_markdown
-
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / BENCH_JSON, bench)
     plots = plot_all(bench, folder)
     atomic_write_text(folder / BENCH_MD, bench_markdown(bench, [p.name for p in plots]))
     return [folder / BENCH_JSON, folder / BENCH_MD, *plots]
-
-
-# --------------------------------------------------------------------------------------------
-# mamba4net bench CONFIG_OR_RUN_DIR
-# --------------------------------------------------------------------------------------------
-
-# the stage whose finished weights each role needs, first match among the strategy's stages
-ROLE_STAGES = {"teacher": ("adapt_teacher",), "student": ("distill", "init_student")}
-
-
-def _require_weights(ctx, stages: list[str], roles) -> None:
-    for role in roles:
-        needed = next((s for s in ROLE_STAGES[role] if s in stages), None)
-        if needed is not None:
-            ctx.require_done(needed)
-
-
-def bench_target(target: str | Path, overrides: list[str] | None = None, out: str | Path | None = None,
-                 plan_args: dict | None = None, progress: bool = True, registry=None) -> tuple[Path, dict]:
-    """Benchmark the models of a config file (built fresh: size and speed do not depend on the
-    weights' values) or of a run directory (its finished weights; the headline is merged into its
-    results.json and its report re-rendered). Returns (output folder, bench dict)."""
-    import tempfile
-
-    from mamba4net.core.bench.plan import make_plan
-    from mamba4net.core.config import load_config
-    from mamba4net.core.context import RunContext
-    from mamba4net.core.errors import ConfigError, Mamba4netError
-    from mamba4net.core.pipeline import _apply_runtime
-    from mamba4net.core.runs import RunDir, new_run_dir
-    from mamba4net.registry import default_registry
-
-    registry = registry or default_registry()
-    path = Path(target)
-    run: RunDir | None = None
-    if path.is_dir():
-        run = RunDir(path)
-        if not run.config_path.exists():
-            raise Mamba4netError(f"{path}: not a run directory (no config.yaml)")
-        loaded = load_config(run.config_path, overrides, registry=registry)
-    elif path.is_file():
-        loaded = load_config(path, overrides, registry=registry)
-    else:
-        raise ConfigError(f"{path}: no such config file or run directory")
-    if not progress:
-        loaded.cfg.runtime.progress = False
-    plan = make_plan(loaded.cfg.benchmark, **(plan_args or {}))
-    device = _apply_runtime(loaded)
-    out_dir = Path(out) if out else (run.root if run else new_run_dir("runs", f"bench-{loaded.cfg.name}"))
-    source = {"config": str(run.config_path if run else path), "run_dir": str(run.root) if run else None,
-              "weights": "the run's finished stages" if run else "built from the config (untrained)",
-              "overrides": list(overrides or [])}
-    with tempfile.TemporaryDirectory(prefix="mamba4net-bench-") as tmp:
-        ctx = RunContext(loaded, registry, run=run or RunDir(tmp), out=RunDir(out_dir), device=device)
-        if run is not None:
-            stages = registry.get("strategies", loaded.cfg.strategy["name"]).build(loaded.params["strategy"])
-            _require_weights(ctx, stages, plan.roles)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        bench = measure_all(ctx, plan, scratch=out_dir, source=source)
-    write_bench(out_dir, bench)
-    if run is not None and out_dir.resolve() == run.root.resolve():
-        _merge_into_run(run, bench)
-    return out_dir, bench
-
-
-def _merge_into_run(run, bench: dict) -> None:
-    """Put the headline into the run's results.json and re-render its report (if it has results)."""
-    import json
-
-    if not run.results_path.exists():
-        log.warning("%s has no results.json yet: bench.json written, nothing merged", run.root)
-        return
-    results = json.loads(run.results_path.read_text())
-    results["efficiency"] = headline(bench)
-    write_json(run.results_path, results)
-    from mamba4net.core.report import render_report
-
-    render_report(run.root)

@@ -22,11 +22,20 @@ log = logging.getLogger("mamba4net")
 from mamba4net.core.bench.measure import time_call
 from mamba4net.core.bench.plan import BenchPlan
 
-# streaming series of the latency sweep (a role and a way of producing one decision)
-STUDENT_STEP = "student_step"  # recurrent step from a constant-size state
-TEACHER_KV = "teacher_kv_step"  # one new token against a KV cache of the history
-TEACHER_REENCODE = "teacher_reencode"  # the whole window (history + new token) encoded again
-SERIES = (STUDENT_STEP, TEACHER_KV, TEACHER_REENCODE)
+# ways of producing one streaming decision; a latency series is "<role>_<mode>"
+STEP = "step"  # a student's recurrent step from a constant-size state
+KV_STEP = "kv_step"  # a teacher's new token against a KV cache of the history
+REENCODE = "reencode"  # a teacher encoding the whole window (history + new token) again
+MODES = {"student": (STEP,), "teacher": (REENCODE, KV_STEP)}  # the KV prefill is judged by the re-encoding
+
+
+def series_name(role: str, mode: str) -> str:
+    return f"{role}_{mode}"
+
+
+# the series of the built-in method's roles
+STUDENT_STEP, TEACHER_KV, TEACHER_REENCODE = series_name("student", STEP), series_name("teacher", KV_STEP), \
+    series_name("teacher", REENCODE)
 
 
 def input_dtype(backbone: nn.Module) -> torch.dtype:
@@ -141,43 +150,39 @@ def throughput_sweep(backbones: dict[str, nn.Module], plan: BenchPlan, device: t
 
 
 @torch.no_grad()
-def latency_sweep(teacher: nn.Module | None, student: nn.Module | None, plan: BenchPlan,
-                  device: torch.device, bar) -> list[dict]:
-    """Per-decision latency in streaming use (batch 1) against the length of the history.
+def latency_sweep(models: dict[str, tuple[str, nn.Module]], plan: BenchPlan, device: torch.device, bar) -> list[dict]:
+    """Per-decision latency in streaming use (batch 1) against the length of the history, for
+    ``models`` = {role: (kind, backbone)}.
 
-    ``student_step``: the student's recurrent ``step`` from the state after the history (its
-    ``prefill``); ``teacher_kv_step``: the teacher's ``step_cached`` against a KV cache of the
-    history (each timed call appends one position, so the history grows by at most
-    warm-up + repeats tokens during a point); ``teacher_reencode``: a forward pass over the whole
-    window (history plus the new token), what a model without a cache does per decision."""
+    A student's ``step``: its recurrent ``step`` from the state after the history (its
+    ``prefill``); a teacher's ``kv_step``: its ``step_cached`` against a KV cache of the history
+    (each timed call appends one position, so the history grows by at most warm-up + repeats
+    tokens during a point); a teacher's ``reencode``: a forward pass over the whole window
+    (history plus the new token), what a model without a cache does per decision."""
     rows: list[dict] = []
-    budgets = {s: Budget(plan.budget_s, plan.warmup + 1) for s in SERIES}
-    prefill_budget = Budget(plan.budget_s, 1)
-    series = []
-    if student is not None:
-        series.append(STUDENT_STEP)
-    if teacher is not None:
-        series += [TEACHER_REENCODE, TEACHER_KV]  # the KV prefill's cost is judged by the re-encoding's
-    reencode_ms: dict[int, float] = {}
+    series = [(role, mode, model) for role, (kind, model) in models.items() if kind == "student" for mode in MODES[kind]]
+    series += [(role, mode, model) for role, (kind, model) in models.items() if kind == "teacher" for mode in MODES[kind]]
+    budgets = {series_name(r, m): Budget(plan.budget_s, plan.warmup + 1) for r, m, _ in series}
+    prefill_budgets = {role: Budget(plan.budget_s, 1) for role in models}
+    reencode_ms: dict[tuple[str, int], float] = {}
     for h in plan.history_lens:
-        for name in series:
-            keys = {"series": name, "history": h}
+        for role, mode, model in series:
+            name = series_name(role, mode)
             bar.set_postfix_str(f"{name} H={h}")
-            model = student if name == STUDENT_STEP else teacher
-            row = _latency_point(name, model, h, plan, device, budgets[name], prefill_budget, reencode_ms)
-            rows.append({**keys, **row})
+            row = _latency_point(role, mode, model, h, plan, device, budgets[name], prefill_budgets[role], reencode_ms)
+            rows.append({"series": name, "role": role, "mode": mode, "history": h, **row})
             log.info("bench %s history %d: %s", name, h,
                      f"{row['median_ms']:.2f} ms" if row["status"] == "ok" else "skipped, " + row["reason"])
             bar.update(1)
     return rows
 
 
-def _latency_point(name, model, h, plan, device, budget, prefill_budget, reencode_ms) -> dict:
+def _latency_point(role, mode, model, h, plan, device, budget, prefill_budget, reencode_ms) -> dict:
     """One (series, history length) point: its timing row, or a skipped row with the reason."""
     d, dtype = model.d_model, input_dtype(model)
     x = torch.randn(1, d, device=device, dtype=dtype)  # the newest token
     calls = plan.warmup + plan.repeats
-    if name == TEACHER_REENCODE:
+    if mode == REENCODE:
         reason = budget.skip_reason(h + 1)
         if reason:
             return {"status": "skipped", "reason": reason}
@@ -185,12 +190,12 @@ def _latency_point(name, model, h, plan, device, budget, prefill_budget, reencod
         timing, _ = time_call(lambda: model(window), warmup=plan.warmup, repeats=plan.repeats,
                               budget_s=plan.budget_s, device=device)
         budget.record(h + 1, timing.median_ms, f"history {h}")
-        reencode_ms[h] = timing.median_ms
+        reencode_ms[(role, h)] = timing.median_ms
         return {"status": "ok", **timing.as_dict()}
 
-    if name == STUDENT_STEP:
+    if mode == STEP:
         if not (hasattr(model, "prefill") and hasattr(model, "step")):
-            return {"status": "skipped", "reason": "the student has no prefill/step (not a StreamingBackbone)"}
+            return {"status": "skipped", "reason": f"{role} has no prefill/step (not a StreamingBackbone)"}
         reason = prefill_budget.skip_reason(h) or budget.skip_reason(1)
         if reason:
             return {"status": "skipped", "reason": "prefill of the history: " + reason}
@@ -203,10 +208,10 @@ def _latency_point(name, model, h, plan, device, budget, prefill_budget, reencod
         budget.record(1, timing.median_ms, f"history {h}")
         return {"status": "ok", **timing.as_dict(), "state_bytes": state_bytes(state)}
 
-    # TEACHER_KV
+    # KV_STEP
     if not (hasattr(model, "prefill_cache") and hasattr(model, "step_cached")):
-        return {"status": "skipped", "reason": "the teacher has no prefill_cache/step_cached"}
-    if h not in reencode_ms:
+        return {"status": "skipped", "reason": f"{role} has no prefill_cache/step_cached"}
+    if (role, h) not in reencode_ms:
         return {"status": "skipped", "reason": "prefilling the KV cache costs about one re-encoding, which was over budget"}
     if budget.exhausted:
         return {"status": "skipped", "reason": budget.exhausted}

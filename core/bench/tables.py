@@ -1,8 +1,14 @@
-"""``bench.md``: a bench.json as Markdown tables (size, throughput, memory, streaming latency)."""
+"""``bench.md``: a bench.json as Markdown tables (size, throughput, memory, streaming latency).
+
+One column per measured role (the teacher first), and one ratio column per student against the
+teacher; with the built-in method's two roles the headers read "teacher", "student" and
+"student / teacher".
+"""
 
 from __future__ import annotations
 
-from mamba4net.core.bench.sweep import STUDENT_STEP, TEACHER_KV, TEACHER_REENCODE
+from mamba4net.core.bench.plan import teacher_and_students
+from mamba4net.core.bench.sweep import KV_STEP, REENCODE, STEP, series_name
 
 
 def mib(n) -> str:
@@ -17,26 +23,45 @@ def _x(v) -> str:
     return "" if v is None else f"{v:.3g}x"
 
 
+def _roles(bench: dict) -> tuple[str | None, list[str], list[str]]:
+    """(teacher, students, every measured role in column order)."""
+    teacher, students = teacher_and_students(bench)
+    ordered = ([teacher] if teacher else []) + students
+    return teacher, students, ordered + [r for r in bench["models"] if r not in ordered]
+
+
+def _ratios_of(bench: dict, student: str) -> dict:
+    r = bench.get("ratios", {})
+    return r.get("by_student", {}).get(student) or (r if r.get("student", "student") == student else {})
+
+
+def _over(student: str, teacher: str | None) -> str:
+    return f"{student} / {teacher}"
+
+
 def size_table(bench: dict) -> str:
-    m, r = bench["models"], bench.get("ratios", {})
-    t, s = m.get("teacher", {}), m.get("student", {})
+    teacher, students, roles = _roles(bench)
+    m = bench["models"]
     rows = [
-        ("parameters", t.get("params"), s.get("params"), r.get("params_student_over_teacher"), "{:,}"),
-        ("parameters, without unused ones*", t.get("params_without_unused"), s.get("params_without_unused"),
-         r.get("params_student_over_teacher_without_unused"), "{:,}"),
-        ("deployed size (safetensors)", t.get("deploy_bytes"), s.get("deploy_bytes"), r.get("size_student_over_teacher"), None),
-        ("deployed size, without unused ones*", t.get("deploy_bytes_without_unused"), s.get("deploy_bytes_without_unused"),
-         r.get("size_student_over_teacher_without_unused"), None),
-        ("LoRA adapters only", t.get("lora_bytes"), None, None, None),
-        ("LoRA + encoder + head (what adaptation trained)", t.get("adapter_bytes"), None, None, None),
+        ("parameters", "params", "params_student_over_teacher", "{:,}"),
+        ("parameters, without unused ones*", "params_without_unused", "params_student_over_teacher_without_unused", "{:,}"),
+        ("deployed size (safetensors)", "deploy_bytes", "size_student_over_teacher", None),
+        ("deployed size, without unused ones*", "deploy_bytes_without_unused", "size_student_over_teacher_without_unused", None),
+        ("LoRA adapters only", "lora_bytes", None, None),
+        ("LoRA + encoder + head (what adaptation trained)", "adapter_bytes", None, None),
     ]
-    lines = ["| | teacher | student | student / teacher |", "|---|---|---|---|"]
-    for label, a, b, ratio, fmt in rows:
-        if a is None and b is None:
+    head = roles + [_over(s, teacher) for s in students] if teacher else roles
+    lines = ["| | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+    for label, key, ratio_key, fmt in rows:
+        values = [m[r].get(key) for r in roles]
+        if all(v is None for v in values):
             continue
         show = (lambda v: _num(v, fmt)) if fmt else mib
-        lines.append(f"| {label} | {show(a)} | {show(b)} | {_num(ratio, '{:.4f}')} |")
-    unused = t.get("unused_params")
+        cells = [show(v) for v in values]
+        if teacher:
+            cells += [_num(_ratios_of(bench, s).get(ratio_key), "{:.4f}") if ratio_key else "" for s in students]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    unused = m.get(teacher, {}).get("unused_params") if teacher else None
     note = (f"\n\\* unused: {unused:,} teacher parameters its forward pass never reads, as the backbone "
             f"reports them (an LLM fed `inputs_embeds` by the task's encoders: its token-embedding table).\n"
             if unused else "\n")
@@ -47,33 +72,43 @@ def task_batch_table(bench: dict) -> str:
     tb = bench.get("task_batch", {})
     if not tb:
         return "_not measured_\n"
+    teacher, students, _ = _roles(bench)
     lines = ["| model | batch x tokens | forward ms (median) | tokens / s |", "|---|---|---|---|"]
     for role, row in tb.items():
         lines.append(f"| {role} | {row['batch_size']} x {row['tokens_per_sample']} | {row['forward_ms']:.2f} | "
                      f"{row['tokens_per_s']:.0f} |")
-    ratio = bench.get("ratios", {}).get("task_batch_throughput_student_over_teacher")
-    return "\n".join(lines) + (f"\n\nStudent / teacher throughput on this batch: {_x(ratio)}\n" if ratio else "\n")
+    notes = []
+    for s in students:
+        ratio = _ratios_of(bench, s).get("task_batch_throughput_student_over_teacher")
+        if ratio:
+            notes.append(f"{s.capitalize()} / {teacher} throughput on this batch: {_x(ratio)}")
+    return "\n".join(lines) + ("\n\n" + "\n\n".join(notes) + "\n" if notes else "\n")
+
+
+def _cell(r: dict, key: str, fmt: str = "{:.1f}") -> str:
+    if not r:
+        return ""
+    return "skipped" if r["status"] != "ok" else _num(r.get(key), fmt)
 
 
 def throughput_table(bench: dict) -> str:
     rows = bench.get("throughput", [])
     if not rows:
         return "_not measured_\n"
+    teacher, students, roles = _roles(bench)
+    roles = [r for r in roles if any(x["role"] == r for x in rows)]
     by = {(r["role"], r["batch_size"], r["seq_len"]): r for r in rows}
-    ratio = {(x["batch_size"], x["seq_len"]): x["student_over_teacher"] for x in bench.get("ratios", {}).get("throughput", [])}
-    lines = ["| batch | L | teacher ms | student ms | teacher tok/s | student tok/s | student / teacher | "
-             "teacher peak mem | student peak mem |", "|---|---|---|---|---|---|---|---|---|"]
+    ratio = {s: {(x["batch_size"], x["seq_len"]): x["student_over_teacher"]
+                 for x in _ratios_of(bench, s).get("throughput", [])} for s in students}
+    head = ([f"{r} ms" for r in roles] + [f"{r} tok/s" for r in roles]
+            + [_over(s, teacher) for s in students if teacher] + [f"{r} peak mem" for r in roles])
+    lines = ["| batch | L | " + " | ".join(head) + " |", "|---" * (len(head) + 2) + "|"]
     for b, length in sorted({(k[1], k[2]) for k in by}):
-        t, s = by.get(("teacher", b, length), {}), by.get(("student", b, length), {})
-
-        def cell(r, key, fmt="{:.1f}"):
-            if not r:
-                return ""
-            return "skipped" if r["status"] != "ok" else _num(r.get(key), fmt)
-
-        lines.append(f"| {b} | {length} | {cell(t, 'median_ms')} | {cell(s, 'median_ms')} | "
-                     f"{cell(t, 'tokens_per_s', '{:.0f}')} | {cell(s, 'tokens_per_s', '{:.0f}')} | "
-                     f"{_x(ratio.get((b, length)))} | {mib(t.get('peak_bytes'))} | {mib(s.get('peak_bytes'))} |")
+        got = [by.get((r, b, length), {}) for r in roles]
+        cells = ([_cell(x, "median_ms") for x in got] + [_cell(x, "tokens_per_s", "{:.0f}") for x in got]
+                 + [_x(ratio[s].get((b, length))) for s in students if teacher]
+                 + [mib(x.get("peak_bytes")) for x in got])
+        lines.append(f"| {b} | {length} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -81,24 +116,38 @@ def latency_table(bench: dict) -> str:
     rows = bench.get("latency", [])
     if not rows:
         return "_not measured_\n"
+    teacher, students, _ = _roles(bench)
     by = {(r["series"], r["history"]): r for r in rows}
-    lines = ["| history | student step ms | teacher KV-cache step ms | teacher re-encode ms | "
-             "KV / student | re-encode / student | student state | teacher KV cache |",
-             "|---|---|---|---|---|---|---|---|"]
+    present = {r["series"] for r in rows}
+    step = [(s, series_name(s, STEP)) for s in students if series_name(s, STEP) in present]
+    kv = series_name(teacher, KV_STEP) if teacher else None
+    re = series_name(teacher, REENCODE) if teacher else None
+    cols = [(f"{s} step ms", name) for s, name in step]
+    cols += [(f"{teacher} KV-cache step ms", kv), (f"{teacher} re-encode ms", re)] if teacher else []
+    single = len(step) == 1
+    ratios = []
+    for s, name in step:
+        if teacher:
+            ratios += [("KV / " + ("student" if single and s == "student" else s), kv, name),
+                       ("re-encode / " + ("student" if single and s == "student" else s), re, name)]
+    states = [(f"{s} state", name) for s, name in step] + ([(f"{teacher} KV cache", kv)] if teacher else [])
+    head = [c for c, _ in cols] + [c for c, _, _ in ratios] + [c for c, _ in states]
+    lines = ["| history | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+
+    def ms(r):
+        if not r:
+            return ""
+        return "skipped" if r["status"] != "ok" else f"{r['median_ms']:.2f}"
+
+    def over(r, s):
+        ok = r and s and r["status"] == "ok" and s["status"] == "ok"
+        return _x(r["median_ms"] / s["median_ms"]) if ok else ""
+
     for h in sorted({k[1] for k in by}):
-        s, kv, re = (by.get((n, h), {}) for n in (STUDENT_STEP, TEACHER_KV, TEACHER_REENCODE))
-
-        def ms(r):
-            if not r:
-                return ""
-            return "skipped" if r["status"] != "ok" else f"{r['median_ms']:.2f}"
-
-        def over(r):
-            ok = r and s and r["status"] == "ok" and s["status"] == "ok"
-            return _x(r["median_ms"] / s["median_ms"]) if ok else ""
-
-        lines.append(f"| {h} | {ms(s)} | {ms(kv)} | {ms(re)} | {over(kv)} | {over(re)} | "
-                     f"{mib(s.get('state_bytes'))} | {mib(kv.get('state_bytes'))} |")
+        cells = [ms(by.get((name, h), {})) for _, name in cols]
+        cells += [over(by.get((a, h), {}), by.get((b, h), {})) for _, a, b in ratios]
+        cells += [mib(by.get((name, h), {}).get("state_bytes")) for _, name in states]
+        lines.append(f"| {h} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -107,7 +156,7 @@ def skipped_list(bench: dict) -> str:
     for r in bench.get("throughput", []) + bench.get("latency", []):
         if r["status"] != "ok":
             where = f"B={r['batch_size']} L={r['seq_len']}" if "seq_len" in r else f"history {r['history']}"
-            out.append(f"- {r.get('role') or r.get('series')} {where}: {r['reason']}")
+            out.append(f"- {r.get('series') or r.get('role')} {where}: {r['reason']}")
     return "\n".join(out) + "\n" if out else ""
 
 
@@ -125,7 +174,10 @@ def setup_line(bench: dict) -> str:
 
 def bench_markdown(bench: dict, plots: list[str]) -> str:
     src = bench.get("source", {})
-    parts = ["# Efficiency: teacher vs student\n"]
+    teacher, students, _ = _roles(bench)
+    title = "teacher vs student" if (teacher, students) == ("teacher", ["student"]) else \
+        f"{teacher} vs {', '.join(students)}"
+    parts = [f"# Efficiency: {title}\n"]
     if src:
         parts.append("Source: " + ", ".join(f"{k} `{v}`" for k, v in src.items() if v not in (None, [], "")) + "\n")
     parts += [setup_line(bench), "\n## Size\n", size_table(bench),

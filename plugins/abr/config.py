@@ -1,8 +1,8 @@
 """Parameters of the adaptive-bitrate-streaming (ABR) task and its sequence-policy components.
 
 Import-light (pydantic and pathlib only): the plugin module imports these while plugins load.
-Facts of the task: DESIGN section 6 and the data README section 1. Baselines keep their own
-parameters in :mod:`.baselines.config`.
+Facts of the task: docs/abr.md and the data README (``$MAMBA4NET_DATA/README.md``, section 1).
+Baselines keep their own parameters in :mod:`.baselines.config`.
 """
 
 from __future__ import annotations

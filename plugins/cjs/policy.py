@@ -82,7 +82,7 @@ class SequenceScheduler:
         return ob.stages[int(cand[c])], self.limits[level]
 
     def _batch(self, samples):
-        from mamba4net.core.trainer import move
+        from mamba4net.core.seeding import move
 
         return move(assemble(samples, self.window, self.max_stages), self.device)
 

@@ -1,6 +1,6 @@
 """YAML parameters of the student initializers (import-light: pydantic only).
 
-``cwr`` -- cross-architecture weight reuse (paper section III-C, DESIGN section 7)::
+``cwr`` -- cross-architecture weight reuse (paper section III-C)::
 
     initializer: {name: cwr, strategy: svd, rank: 64}                 # narrower student
     initializer: {name: cwr, strategy: copy, layers: last_k}          # same width, MambaInLlama-style

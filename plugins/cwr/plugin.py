@@ -1,7 +1,7 @@
 """Entry point of the ``cwr`` plugin: the student initializers.
 
 * ``random``: the student's own initialisation (the ablation's control);
-* ``cwr``: cross-architecture weight reuse from the teacher (paper section III-C, DESIGN section 7):
+* ``cwr``: cross-architecture weight reuse from the teacher (paper section III-C):
   Q->C, K->B, V->x, O->out_proj, norms and MLPs, the student's attention layers from the teacher's;
   ``copy`` for a student as wide as the teacher, ``svd`` (rank-r truncated SVD) for a narrower one.
 

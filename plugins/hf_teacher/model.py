@@ -3,7 +3,7 @@
     inputs_embeds (B, L, D) -> [decoder layer x num_layers] -> final norm -> hidden (B, L, D)
 
 No token ids go in and no LM head comes out: the task's encoders make the embeddings and its head
-reads the hidden states (DESIGN section 5). LoRA (peft) adapts the attention projections; every
+reads the hidden states. LoRA (peft) adapts the attention projections; every
 base weight is frozen, so the trainer, which optimizes whatever has ``requires_grad=True``, trains
 only the adapters.
 """
@@ -11,7 +11,8 @@ only the adapters.
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Any
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -122,6 +123,34 @@ class HFTeacherBackbone(nn.Module):
         a recurrent student's ``step``. ``cache=None`` starts an empty history."""
         out = self.base_model(inputs_embeds=x[:, None].to(self.dtype), past_key_values=cache, use_cache=True)
         return out.last_hidden_state[:, 0].to(x.dtype), out.past_key_values  # (B, D)
+
+    # ---------------------------------------------------------------------------------------
+    # Taps (mamba4net.core.taps): what loss terms may read of a forward pass
+    # ---------------------------------------------------------------------------------------
+
+    def tap_points(self) -> dict[str, Any]:
+        """``block_in.<i>``/``block_out.<i>`` of every decoder layer, and ``attn_probs.<i>``: layer
+        ``i``'s per-head softmax attention probabilities ``(B, H, L, L)`` (KV heads repeated to the
+        query heads), computed with eager attention while they are collected."""
+        from mamba4net.core.taps import TapPoint, block_tap_points
+
+        points = block_tap_points(self.layers)
+        eager = self.eager_attention  # one object: entered once however many layers are tapped
+        for i, layer in enumerate(self.layers):
+            points[f"attn_probs.{i}"] = TapPoint(layer.self_attn, _attention_probabilities, enable=eager)
+        return points
+
+    @contextmanager
+    def eager_attention(self) -> Iterator[None]:
+        """Within the block the model computes attention eagerly (explicit softmax probabilities,
+        which its attention modules then return); the previous implementation afterwards."""
+        config = self.base_model.config
+        before = config._attn_implementation
+        config._attn_implementation = "eager"
+        try:
+            yield
+        finally:
+            config._attn_implementation = before
 
     def unused_parameter_names(self) -> list[str]:
         """Names (as in ``named_parameters()``) of parameters ``forward`` never reads: the token
@@ -271,6 +300,14 @@ def _add_lora(base: "PreTrainedModel", lora: LoRAParams, seed: int) -> nn.Module
             return get_peft_model(base, config)
         except ValueError as exc:  # e.g. a target module name that does not exist
             raise ValueError(f"teacher LoRA: {str(exc).splitlines()[0]}") from exc
+
+
+def _attention_probabilities(args: tuple, kwargs: dict, output: Any) -> Tensor:
+    """The probabilities an attention module returns beside its output: ``(B, H, L, L)``."""
+    probs = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+    if probs is None:
+        raise RuntimeError("the teacher's attention returned no probabilities (not eager attention)")
+    return probs
 
 
 def effective_linear(proj: nn.Module) -> tuple[Tensor, Tensor | None]:

@@ -10,7 +10,10 @@ Ops and their call signatures (every implementation of an op has the same one):
 * ``ssd_step(state, x, dt, A, B, C, D=None) -> (y, new_state)``.
 * ``causal_conv1d(x, weight, bias) -> out``: depthwise causal conv, x/out (b, l, c), weight (c, k).
 
-The whole list of ops (with ``kd_loss``) and their implementations is in :mod:`mamba4net.core.kernels`.
+Implementations registered here, by priority: ``ssd_scan_torch_chunked`` (10) and
+``ssd_scan_torch_ref`` (0, the sequential reference); ``ssd_step_torch`` (0);
+``causal_conv1d_torch`` (0). The triton_kernels plugin adds faster ones (see its ``registry``);
+the ops' signatures are listed in :mod:`mamba4net.core.kernels`.
 """
 
 from __future__ import annotations

@@ -139,6 +139,46 @@ class Mamba2Mixer(nn.Module):
         return xBC.split([self.d_inner, gn, gn], dim=-1)  # x, B, C
 
     # --- parallel mode -------------------------------------------------------------------------
+    def _project(self, u: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """u (b, l, d_model) -> z, raw xBC (before the conv), x, B, C (after conv and SiLU), raw dt."""
+        zxbcdt = self.in_proj(u)  # (b, l, d_in_proj)
+        z, xBC_raw, dt_raw = self._split_in_proj(zxbcdt)  # (b,l,d_inner) (b,l,conv_dim) (b,l,h)
+        conv_w = self.conv1d.weight.squeeze(1)  # (conv_dim, d_conv)
+        conv = self._kernel(CAUSAL_CONV1D, u.device)  # causal_depthwise_conv on CPU
+        xBC = F.silu(conv(xBC_raw, conv_w, self.conv1d.bias))  # (b, l, conv_dim)
+        x, B, C = self._split_xbc(xBC)  # (b, l, d_inner) (b, l, g*n) (b, l, g*n)
+        return z, xBC_raw, x, B, C, dt_raw
+
+    def quantities(self, u: Tensor) -> dict[str, Tensor]:
+        """What the scan is fed for input u (b, l, d_model): ``x`` (b, l, h, p), ``B``/``C``
+        (b, l, g, n), ``dt`` (b, l, h) after softplus, ``A`` (h,) < 0, ``D`` (h,)."""
+        b, l, _ = u.shape
+        _, _, x, B, C, dt_raw = self._project(u)
+        return {"x": x.reshape(b, l, self.nheads, self.headdim), "B": B.reshape(b, l, self.ngroups, self.d_state),
+                "C": C.reshape(b, l, self.ngroups, self.d_state), "dt": self._dt(dt_raw),
+                "A": -torch.exp(self.A_log.float()), "D": self.D}
+
+    def materialize(self, u: Tensor) -> Tensor:
+        """The mixer's sequence-mixing matrix per head, ``M`` (b, h, l, l) in float32, such that
+        the scan's output is ``y[:, t, h] = sum_s M[:, h, t, s] x[:, s, h]`` (before the gated norm):
+
+            M[t, s] = (C_t . B_s) dt_s exp(sum_{k=s+1..t} dt_k A)   for s <= t, 0 above the diagonal
+                      + D on the diagonal.
+        """
+        q = self.quantities(u)
+        h, g = self.nheads, self.ngroups
+        B = q["B"].float().repeat_interleave(h // g, dim=2)  # (b, l, h, n): head h reads group h // (h/g)
+        C = q["C"].float().repeat_interleave(h // g, dim=2)  # (b, l, h, n)
+        dt, A = q["dt"].float(), q["A"].float()  # (b, l, h), (h,)
+        cum = torch.cumsum(dt * A, dim=1).transpose(1, 2)  # (b, h, l): sum_{k<=t} dt_k A
+        l = u.shape[1]
+        causal = torch.ones(l, l, dtype=torch.bool, device=u.device).tril()
+        # exp(cum_t - cum_s) = prod_{k=s+1..t} a_k; masked before exp so that nothing overflows
+        decay = torch.exp((cum[..., :, None] - cum[..., None, :]).masked_fill(~causal, float("-inf")))  # (b,h,l,l)
+        scores = torch.einsum("bthn,bshn->bhts", C, B)  # (b, h, l, l): C_t . B_s
+        M = scores * decay * dt.transpose(1, 2)[:, :, None, :]  # dt_s scales column s
+        return M + torch.diag_embed(q["D"].float()[None, :, None].expand(M.shape[0], h, l))
+
     def forward(
         self, u: Tensor, *, ssd_scan: Callable | None = None, return_state: bool = False
     ) -> Tensor | tuple[Tensor, Mamba2State]:
@@ -146,13 +186,7 @@ class Mamba2Mixer(nn.Module):
         token, from which ``step`` continues the stream."""
         b, l, _ = u.shape
         scan = ssd_scan or self._kernel(SSD_SCAN, u.device)
-        zxbcdt = self.in_proj(u)  # (b, l, d_in_proj)
-        z, xBC_raw, dt_raw = self._split_in_proj(zxbcdt)  # (b,l,d_inner) (b,l,conv_dim) (b,l,h)
-
-        conv_w = self.conv1d.weight.squeeze(1)  # (conv_dim, d_conv)
-        conv = self._kernel(CAUSAL_CONV1D, u.device)  # causal_depthwise_conv on CPU
-        xBC = F.silu(conv(xBC_raw, conv_w, self.conv1d.bias))  # (b, l, conv_dim)
-        x, B, C = self._split_xbc(xBC)  # (b, l, d_inner) (b, l, g*n) (b, l, g*n)
+        z, xBC_raw, x, B, C, dt_raw = self._project(u)
 
         A = -torch.exp(self.A_log.float())  # (h,)
         out = scan(

@@ -131,6 +131,24 @@ class HybridMambaBackbone(nn.Module):
             states.append(s)
         return self.norm_f(h), states
 
+    # --- taps (mamba4net.core.taps) ---------------------------------------------------------------
+    def tap_points(self) -> dict[str, Any]:
+        """``block_in.<i>``/``block_out.<i>`` of every layer; for each Mamba-2 layer ``i`` the
+        quantities its scan is fed, ``mixer.<i>.{x,B,C,dt,A}`` (see ``Mamba2Mixer.quantities``),
+        and ``mixer.<i>.matrix``, its sequence-mixing matrix per head (b, h, l, l), all computed
+        from the mixer's input."""
+        from mamba4net.core.taps import TapPoint, block_tap_points
+
+        points = block_tap_points(self.layers)
+        for i, layer in enumerate(self.layers):
+            if layer.is_attention:
+                continue
+            mixer = layer.mixer
+            for q in ("x", "B", "C", "dt", "A"):
+                points[f"mixer.{i}.{q}"] = TapPoint(mixer, lambda a, k, o, m=mixer, q=q: m.quantities(a[0])[q])
+            points[f"mixer.{i}.matrix"] = TapPoint(mixer, lambda a, k, o, m=mixer: m.materialize(a[0]))
+        return points
+
     # --- recurrent mode ------------------------------------------------------------------------
     def init_state(self, batch_size: int) -> list[Any]:
         """One state per layer: Mamba2State (constant size) or KVCache (grows, attention layers)."""
