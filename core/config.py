@@ -201,11 +201,16 @@ def validate_data(
         if node is None:
             raise ConfigError(f"{where(key)}: method '{method.name}' builds its {role.kind} '{role.name}' from "
                               f"'{key}:', which this config does not have")
-        if not role.overrides:
+        own = {k: v for k, v in node.items() if k != "name"}
+        try:
+            overrides = role.overrides_for(own)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ConfigError(f"{where('method')}: role '{role.name}' of method '{method.name}': {exc}") from None
+        if not overrides:
             role_params[role.name] = params[key]
             continue
         component = registry.get(NODE_KINDS[key], node["name"])
-        raw = {**{k: v for k, v in node.items() if k != "name"}, **dict(role.overrides)}
+        raw = {**own, **overrides}
         try:
             role_params[role.name] = component.validate_params(raw)
         except ValidationError as err:
@@ -225,8 +230,12 @@ def validate_data(
                 raise ConfigError(f"{where(f'train.{stage}.losses.{i}.weight')}: expected a number, got {weight!r}") from None
             check(f"train.{stage}.losses.{i}", "losses", node, drop=("weight",))
     task_name = cfg.task["name"]
+    roles = {r.name for r in method.roles}
     for i, node in enumerate(cfg.evaluate.baselines or []):
         check(f"evaluate.baselines.{i}", "baselines", node, task=task_name)
+        if node["name"] in roles:
+            raise ConfigError(f"{where(f'evaluate.baselines.{i}.name')}: baseline '{node['name']}' has the name of a "
+                              f"role of method '{method.name}'; results would mix them up")
 
     kernels = registry.kind("kernels")
     for op, name in cfg.runtime.kernels.items():

@@ -95,18 +95,41 @@ class RunContext:
                 done = ckpt.done()
                 if done is None:
                     continue
-                name = (done.get("writes") or {}).get(role)
-                if not isinstance(name, str):
-                    raise DataError(f"{ckpt.dir / 'done.json'}: records no weights of role '{role}' (damaged, or "
-                                    "written before methods existed); run the stage again")
+                name = self._weights_file(ckpt, done, stage, role)
                 load_into(model, ckpt.tensors(name), ckpt.dir / name)
             self._models[role] = model
         return self._models[role]
+
+    @staticmethod
+    def _weights_file(ckpt: StageCheckpoints, done: dict, stage: Stage, role: str) -> str:
+        """The file of ``role``'s weights that a finished stage recorded in its done.json."""
+        marker = ckpt.dir / "done.json"
+        writes = done.get("writes")
+        if writes is None and len(stage.writes) == 1 and (ckpt.dir / "final.safetensors").exists():
+            log.warning("%s: no record of the roles it wrote (written before methods existed); reading "
+                        "final.safetensors as role '%s'", marker, role)
+            return "final.safetensors"
+        name = writes.get(role) if isinstance(writes, dict) else None
+        if not isinstance(name, str) or Path(name).name != name or not name.endswith(".safetensors"):
+            raise DataError(f"{marker}: records no weights file of role '{role}' (damaged?); delete the stage's "
+                            f"folder {ckpt.dir} to run it again")
+        return name
 
     def weights_from(self, role: str) -> str | None:
         """The latest finished stage that wrote ``role`` (None: its weights are as built)."""
         done = [s.name for s in self.method.writers(role) if self.finished(s.name) is not None]
         return done[-1] if done else None
+
+    def deployed(self, kind: str | None = None) -> list:
+        """The method's deployed roles (of ``kind``) that this run produced: a role every one of
+        whose writing stages finished with ``{"skipped": ...}`` (an early stop) is left out."""
+        out = []
+        for role in self.method.deployed(kind):
+            writers = [self.finished(s.name) for s in self.method.writers(role.name)]
+            if writers and all(d is not None and d.get("skipped") for d in writers):
+                continue
+            out.append(role)
+        return out
 
     def forget_models(self) -> None:
         """Drop every built model; the next ``model(role)`` rebuilds it from the finished stages
@@ -168,6 +191,15 @@ class MethodContext:
         """``checkpoints/<stage>/`` of the run: where a stage keeps its own artifacts."""
         return self._run.run.stage_dir(stage)
 
+    @property
+    def out_dir(self) -> Path:
+        """Where results, the report and its figures go (the run, or an evaluation folder)."""
+        return self._run.out.root
+
+    def deployed(self, kind: str | None = None) -> list:
+        """The deployed roles this run produced (see :meth:`RunContext.deployed`)."""
+        return self._run.deployed(kind)
+
     def build(self, key: str, **context: Any) -> Any:
         """The component of a top-level config node (``initializer``, ...), built with its
         validated params; ``context`` is what that kind's factory receives besides them."""
@@ -185,7 +217,9 @@ class StageContext(MethodContext):
         super().__init__(run)
         self.stage = stage
         self._fitted = False
-        self._exports: dict[str, dict[str, torch.Tensor]] = {}
+        self._exports: dict[str, dict[str, torch.Tensor]] = {}  # DeepSpeed: what fit gathered per role
+        self._frozen: dict[str, tuple[list[bool], bool]] = {}  # role -> its requires_grad flags and mode
+        self.sharded = False  # a model was handed to a ZeRO-3 inference engine (rebuilt after the stage)
         self.info: dict[str, Any] = {}  # kept in done.json ("final" metrics, "seconds" of fit)
 
     @property
@@ -206,14 +240,26 @@ class StageContext(MethodContext):
         """The role's model for inference only: no gradients, eval mode, never in an optimizer.
         With ``runtime.shard_teacher`` (DeepSpeed) it runs as a ZeRO-3 inference engine."""
         model = self.model(role)
+        if role not in self._frozen:  # put back when the stage ends: later stages may train it
+            self._frozen[role] = ([p.requires_grad for p in model.parameters()], model.training)
         for p in model.parameters():
             p.requires_grad_(False)
         model.eval()
         if self._run.cfg.runtime.shard_teacher:
             from mamba4net.core.ds_engine import inference_engine
 
+            self.sharded = True
             return inference_engine(model, self._run.cfg.runtime)  # 1/N of its weights per rank
         return model
+
+    def release(self) -> None:
+        """At the end of the stage: the models it froze get their gradient flags and mode back."""
+        for role, (flags, training) in self._frozen.items():
+            model = self.model(role)
+            for p, flag in zip(model.parameters(), flags):
+                p.requires_grad_(flag)
+            model.train(training)
+        self._frozen.clear()
 
     def objective(self, student: nn.Module, teacher: nn.Module | None = None) -> Objective:
         """The weighted sum of this stage's loss terms (``train.<name>.losses``) for these widths."""
@@ -268,15 +314,34 @@ class StageContext(MethodContext):
             select=(f"valid_{task.metric}", task.higher_is_better) if valid_fn is not None else None,
         )
         final = trainer.fit(resume=run.resume)
-        parts = {id(m) for m in module.modules()}
-        for role in self.stage.writes:
-            model = run.model(role)
-            if id(model) in parts:  # what was trained: its parameters that train (all, if none is frozen)
-                frozen = any(not p.requires_grad for p in model.parameters())
-                self._exports[role] = trainer.export(model, trainable_only=frozen)
+        if run.cfg.runtime.engine == "deepspeed":  # whole fp32 tensors, gathered now (collective)
+            trained = {id(p) for p in module.parameters()}
+            for role in self.stage.writes:
+                model = run.model(role)
+                if any(id(p) in trained for p in model.parameters()):
+                    self._exports[role] = {**trainer.export(model, trainable_only=_has_frozen(model)),
+                                           **_buffers(model)}
         self.info.update(final=final, seconds=time.perf_counter() - t0)
         return final
 
     def role_weights(self, role: str) -> dict[str, torch.Tensor]:
-        """What the finished stage keeps of ``role``: what ``fit`` trained of it, or its whole state."""
-        return self._exports.get(role) or self.model(role).state_dict()
+        """What the finished stage keeps of ``role``: with some parameters frozen, the trainable
+        ones and the buffers (the frozen ones come from how it was built or from an earlier
+        stage); otherwise its whole state. Taken at the end of the stage (under DeepSpeed, what
+        ``fit`` gathered)."""
+        if role in self._exports:
+            return self._exports[role]
+        model = self.model(role)
+        if not _has_frozen(model):
+            return model.state_dict()
+        return {**{n: p.detach() for n, p in model.named_parameters() if p.requires_grad}, **_buffers(model)}
+
+
+def _has_frozen(model: nn.Module) -> bool:
+    return any(not p.requires_grad for p in model.parameters())
+
+
+def _buffers(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The persistent buffers of a model (running statistics, say), as its state dict names them."""
+    names = {n for n, _ in model.named_buffers()}
+    return {n: t.detach() for n, t in model.state_dict().items() if n in names}

@@ -15,7 +15,10 @@ from mamba4net.core.io import write_json
 
 def measure_efficiency(ctx) -> dict:
     params = ctx.cfg.benchmark
-    plan = make_plan(params, known=deployed_roles(ctx.method))
+    roles = deployed_roles(ctx)
+    if not roles:
+        return {}  # nothing deployed to measure (a method that offers only predictors, say)
+    plan = make_plan(params, known=roles)
     source = {"config": str(ctx.out.config_path), "run_dir": str(ctx.run.root), "weights": "the run's finished stages"}
     bench = measure_all(ctx, plan, sweep=params.sweep, scratch=ctx.out.root, source=source)
     write_bench(ctx.out.root, bench)

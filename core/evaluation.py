@@ -71,6 +71,9 @@ def evaluate_all(ctx) -> dict:
             raise PluginError(f"evaluate: two models are named '{name}' (a {kinds[name]} and a {kind}); "
                               "rename the role or predictor")
         models[name] = _scores(task, predictor, split, details, name)
+        extra = getattr(predictor, "extra_scores", None)
+        if callable(extra):
+            models[name].update(extra())
         kinds[name] = kind
         log.info("evaluate %s on %s: %s = %.4f", name, split, task.metric, models[name][task.metric])
 
@@ -78,16 +81,18 @@ def evaluate_all(ctx) -> dict:
         baseline, seconds = fitted_baseline(ctx, name, params)
         score(name, "baseline", baseline)
         models[name]["fit_seconds"] = round(seconds, 2)
-    for role in ctx.method.deployed():
+    for role in ctx.deployed():
         score(role.name, role.kind, ctx.model(role.name))
+    method_ctx = MethodContext(ctx)
     if ctx.method.predictors is not None:
-        for name, predictor in ctx.method.predictors(MethodContext(ctx)).items():
+        for name, predictor in ctx.method.predictors(method_ctx).items():
             score(name, "predictor", predictor)
+    figures: list[dict] = []
     if details:
         write_json(ctx.out.root / "evaluation_details.json", details)
-        figures = getattr(task, "figures", None)
-        if callable(figures):
-            ctx.results["figures"] = figures(details, ctx.out.root)
+        task_figures = getattr(task, "figures", None)
+        if callable(task_figures):
+            figures += task_figures(details, ctx.out.root)
     results = {
         "task": task.name,
         "split": split,
@@ -99,6 +104,15 @@ def evaluate_all(ctx) -> dict:
         "roles": role_facts(ctx),
         "efficiency": ctx.results.get("efficiency", {}),
     }
+    if ctx.method.summarize is not None:
+        summary = ctx.method.summarize(method_ctx, results) or {}
+        for name, extra in summary.get("models", {}).items():
+            models.setdefault(name, {}).update(extra)
+        figures += summary.get("figures", [])
+        if summary.get("markdown"):
+            results["method_report"] = {"title": f"Method {ctx.method.name}", "markdown": summary["markdown"]}
+    if figures:
+        results["figures"] = figures
     ctx.results.update(results)
     write_json(ctx.out.results_path, ctx.results)
     return results

@@ -11,7 +11,7 @@ def export_students(ctx) -> dict[str, dict]:
     folder = ctx.run.checkpoints / "export"
     folder.mkdir(parents=True, exist_ok=True)
     out = {}
-    for role in ctx.method.deployed("student"):
+    for role in ctx.deployed("student"):
         path = folder / f"{role.name}.safetensors"
         save_tensors(path, ctx.model(role.name).state_dict())
         out[role.name] = {"file": str(path.relative_to(ctx.run.root)), "bytes": path.stat().st_size}

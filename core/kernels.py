@@ -18,19 +18,68 @@ The ops, and the signature every implementation of an op has:
   T^2 * KL(softmax(t/T) || softmax(s/T)) averaged over the leading dims; differentiable.
 
 Which implementations exist, and where they run, is the plugins' business (their docstrings say).
+
+An implementation may also declare ``flops`` (meta): a function of the op's arguments returning the
+op's FLOPs. While :func:`counting_flops` is active, a call of such an implementation counts those
+FLOPs instead of whatever torch's FLOP counter saw of its insides (nothing, for a custom GPU
+kernel; the chunked algorithm's matmuls, for a PyTorch one), so an op counts the same whatever
+implementation runs it.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 from mamba4net.core.errors import ConfigError
 
 log = logging.getLogger("mamba4net")
 
 _overrides: dict[str, str] = {}
-_cache: dict[tuple[str, str], Callable[..., Any]] = {}
+_cache: dict[tuple[str, str], tuple[Callable[..., Any], Callable[..., int] | None]] = {}
+_tally: list | None = None  # [FlopCounterMode, extra FLOPs] while counting_flops() is active
+
+
+class FlopTally:
+    """What :func:`counting_flops` yields: ``total`` = torch's count plus the declared kernel FLOPs."""
+
+    def __init__(self, counter):
+        self.counter = counter
+        self.kernel_adjustment = 0  # declared FLOPs of kernels minus what torch saw inside them
+
+    @property
+    def total(self) -> int:
+        return int(self.counter.get_total_flops() + self.kernel_adjustment)
+
+
+@contextmanager
+def counting_flops() -> Iterator[FlopTally]:
+    """Count the FLOPs of the torch work inside the block (``torch.utils.flop_counter``), with
+    kernels that declare their FLOPs counted by their declaration."""
+    global _tally
+    from torch.utils.flop_counter import FlopCounterMode
+
+    tally = FlopTally(FlopCounterMode(display=False))
+    previous, _tally = _tally, tally
+    try:
+        with tally.counter:
+            yield tally
+    finally:
+        _tally = previous
+
+
+def _counted(fn: Callable[..., Any], flops: Callable[..., int]) -> Callable[..., Any]:
+    def counted(*args, **kwargs):
+        tally = _tally
+        if tally is None:
+            return fn(*args, **kwargs)
+        before = tally.counter.get_total_flops()
+        out = fn(*args, **kwargs)
+        tally.kernel_adjustment += int(flops(*args, **kwargs)) - (tally.counter.get_total_flops() - before)
+        return out
+
+    return counted
 
 
 def set_kernel_overrides(overrides: dict[str, str] | None) -> None:
@@ -62,6 +111,11 @@ def available_kernels(op: str, device: str, registry=None) -> list[str]:
 
 def resolve_kernel(op: str, device: str = "cpu", registry=None) -> Callable[..., Any]:
     """The callable implementing ``op`` on ``device`` ("cpu", "cuda", ...)."""
+    fn, flops = _resolve(op, device, registry)
+    return _counted(fn, flops) if _tally is not None and flops is not None else fn
+
+
+def _resolve(op: str, device: str, registry) -> tuple[Callable[..., Any], Callable[..., int] | None]:
     key = (op, device)
     if registry is None and key in _cache:
         return _cache[key]
@@ -81,8 +135,8 @@ def resolve_kernel(op: str, device: str = "cpu", registry=None) -> Callable[...,
         if not names:
             raise ConfigError(f"no kernel implements op '{op}' on device '{device}'")
         component = reg.get(names[0])
-    fn = component.factory()
+    chosen = (component.factory(), component.meta.get("flops"))
     log.info("kernel %s on %s: %s (from plugin %s)", op, device, component.name, component.owner)
     if registry is None:
-        _cache[key] = fn
-    return fn
+        _cache[key] = chosen
+    return chosen

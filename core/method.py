@@ -28,6 +28,8 @@ NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 ROLE_KINDS = ("teacher", "student")
 # folders of checkpoints/ that core itself writes: no stage may take these names
 RESERVED_STAGES = ("baselines", "export")
+# keys of results.json's "efficiency" section beside the roles' own: no role may take these names
+RESERVED_ROLES = ("ratios", "ratios_by_student", "roles", "setup", "bench_file")
 DEFAULT_LOSSES: tuple[dict[str, Any], ...] = ({"name": "task"},)
 
 
@@ -37,7 +39,8 @@ class Role:
 
     ``node``: the top-level config key whose component builds it (``"teacher"`` or ``"student"``;
     default: the role's kind). ``overrides``: parameters merged over that node's own (e.g. a
-    smaller ``d_model`` for the second of several students sharing ``student:``); they are
+    smaller ``d_model`` for the second of several students sharing ``student:``), or a function of
+    the node's parameters (a dict, without ``name``) returning them (a shrink rule); they are
     validated with the node. ``deployed``: evaluated beside the baselines, benchmarked against the
     teacher and, for students, exported to ``checkpoints/export/<role>.safetensors``.
     """
@@ -45,8 +48,12 @@ class Role:
     name: str
     kind: str
     node: str | None = None
-    overrides: Mapping[str, Any] = field(default_factory=dict)
+    overrides: Mapping[str, Any] | Callable[[dict[str, Any]], Mapping[str, Any]] = field(default_factory=dict)
     deployed: bool = True
+
+    def overrides_for(self, node_params: dict[str, Any]) -> dict[str, Any]:
+        """The overrides of this role for a config node's parameters."""
+        return dict(self.overrides(dict(node_params)) if callable(self.overrides) else self.overrides)
 
     @property
     def config_key(self) -> str:
@@ -58,7 +65,9 @@ class Stage:
     """One ordered step of a method.
 
     ``run(ctx)``: does the work (``ctx`` is a :class:`~mamba4net.core.context.StageContext`) and may
-    return a JSON-ready dict that is kept in ``done.json``. ``reads``/``writes``: role names.
+    return a JSON-ready dict that is kept in ``done.json``; ``{"skipped": reason}`` there says the
+    stage decided not to produce its roles (an early stop): a role whose every writing stage was
+    skipped is then not evaluated, benchmarked nor exported. ``reads``/``writes``: role names.
     ``trains``: the stage trains through ``ctx.fit`` and has a ``train.<name>`` section, validated
     with ``params`` (default :class:`~mamba4net.core.schema.TrainParams`; a subclass adds the
     stage's own knobs) and whose ``losses`` default to ``losses``. ``taps``: per role, the tap
@@ -79,14 +88,23 @@ class Stage:
 
 @dataclass(frozen=True)
 class Method:
-    """A method's roles and stages. ``predictors(ctx) -> {name: predictor}`` (optional) offers
-    extra predictors that are evaluated beside the roles (an ensemble of students, say): anything
-    the task's ``evaluate`` accepts, typically a callable ``batch -> ModelOutput``."""
+    """A method's roles and stages, and two optional functions of a
+    :class:`~mamba4net.core.context.MethodContext`:
+
+    * ``predictors(ctx) -> {name: predictor}``: extra predictors evaluated beside the roles (an
+      ensemble of students, say): anything the task's ``evaluate`` accepts, typically a callable
+      ``batch -> ModelOutput``; one with an ``extra_scores() -> dict`` method adds those scores
+      (its FLOPs, say) to its row once evaluated;
+    * ``summarize(ctx, results) -> dict``: after the evaluation, what the method adds to the
+      results: ``{"models": {name: {key: value}}, "figures": [{"title", "file"}], "markdown": str}``
+      (figures are PNGs written into ``ctx.out_dir``; the markdown becomes a report section).
+    """
 
     name: str
     roles: tuple[Role, ...]
     stages: tuple[Stage, ...]
     predictors: Callable[[Any], dict[str, Any]] | None = None
+    summarize: Callable[[Any, dict], dict | None] | None = None
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -104,6 +122,8 @@ class Method:
                 out.append(f"role name {role.name!r} is not lowercase [a-z][a-z0-9_]*")
             if role.kind not in ROLE_KINDS:
                 out.append(f"role '{role.name}' has kind {role.kind!r}; kinds: {', '.join(ROLE_KINDS)}")
+            if role.name in RESERVED_ROLES:
+                out.append(f"role name '{role.name}' is reserved (results.json uses it)")
             if role.config_key not in ROLE_KINDS:
                 out.append(f"role '{role.name}' is built from config key {role.config_key!r}; "
                            f"keys: {', '.join(ROLE_KINDS)}")
@@ -118,6 +138,8 @@ class Method:
                 out.append(f"stage name '{stage.name}' is reserved (core writes checkpoints/{stage.name}/)")
             if not callable(stage.run):
                 out.append(f"stage '{stage.name}' has no callable run")
+            if stage.trains and not stage.writes:
+                out.append(f"stage '{stage.name}' trains but writes no role (its weights would not be kept)")
             for role in (*stage.reads, *stage.writes, *stage.taps):
                 if role not in names:
                     out.append(f"stage '{stage.name}' names role '{role}', which the method does not declare")

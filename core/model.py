@@ -35,11 +35,17 @@ BACKBONE_KINDS = {"teacher": "teachers", "student": "students"}
 
 def build_netmodel(registry, loaded, role: str, task, seed: int) -> NetModel:
     """Build the model of one role of the config's method, freshly initialised (seeded by the run
-    seed and the role's name): the backbone from the role's node with its overrides, the task's
-    encoder and head (or the config's) at the backbone's width."""
+    seed and the role's name; torch's global generator is left as it was, so the order in which
+    roles are built changes nothing): the backbone from the role's node with its overrides, the
+    task's encoder and head (or the config's) at the backbone's width."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(stream_seed(seed, f"build:{role}"))
+        return _build(registry, loaded, role, task)
+
+
+def _build(registry, loaded, role: str, task) -> NetModel:
     cfg = loaded.cfg
     spec = loaded.method.role(role)
-    torch.manual_seed(stream_seed(seed, f"build:{role}"))
     node = getattr(cfg, spec.config_key)
     backbone = registry.get(BACKBONE_KINDS[spec.config_key], node["name"]).build(loaded.role_params[role])
     d_model = int(backbone.d_model)

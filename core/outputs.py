@@ -26,7 +26,7 @@ from mamba4net.core.checkpoint import load_tensors, save_tensors
 from mamba4net.core.progress import progress_bar
 from mamba4net.core.protocols import Batch, ModelOutput, TaskData
 from mamba4net.core.seeding import move
-from mamba4net.core.taps import forward_with_taps
+from mamba4net.core.taps import expand, forward_with_taps, tap_points
 
 log = logging.getLogger("mamba4net")
 
@@ -64,6 +64,8 @@ def compute_outputs(model, data: TaskData, device, keep_hidden: bool, taps: Sequ
 def load_or_compute(path: Path, model, data: TaskData, device, keep_hidden: bool, taps: Sequence[str] = (),
                     progress: bool = True) -> dict[str, Tensor]:
     """The cache in ``path`` when it covers ``data`` and holds what is asked, else computed anew."""
+    if taps:
+        taps = expand(taps, tap_points(model))  # the names the cache keeps, not the patterns
     if path.exists():
         cache = load_tensors(path)
         wanted = [PRED] + ([HIDDEN] if keep_hidden else []) + [TAP + t for t in taps]

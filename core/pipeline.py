@@ -24,6 +24,7 @@ from mamba4net.core.io import read_json, write_json
 from mamba4net.core.report import write_report
 from mamba4net.core.runs import RunDir, latest_run_dir, new_run_dir
 from mamba4net.core.runtime import apply_runtime
+from mamba4net.core.schema import migrate_strategy
 from mamba4net.core.stages import run_stages
 
 log = logging.getLogger("mamba4net")
@@ -60,7 +61,7 @@ def run_pipeline(loaded: LoadedConfig, run_root: Path, resume: bool = False, reg
     if run.config_path.exists():
         if not resume:
             raise Mamba4netError(f"{run.root} already holds a run: pass --resume to continue it, or another --out")
-        previous = yaml.safe_load(run.config_path.read_text())
+        previous = migrate_strategy(yaml.safe_load(run.config_path.read_text()))  # a run from before methods
         changed = _diff(previous, resolved)
         # what the models are may not change; how they are trained and run may (e.g. a lower lr
         # after a NaN, another device), at the price of an exact replay
@@ -112,6 +113,8 @@ def evaluate_run(run_root: str | Path, overrides: list[str] | None = None, regis
     device = apply_runtime(loaded)
     ctx = RunContext(loaded, registry, run=run, out=run, device=device)
     ctx.require_finished(loaded.method.stage_names)
+    for role in ctx.deployed():  # every weight file loads before anything is written
+        ctx.model(role.name)
     ctx.out = out = RunDir(new_run_dir(run.root / "evaluations", "eval")).create()
     out.write_config(loaded.resolved())
     evaluate_all(ctx)

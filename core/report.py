@@ -229,6 +229,9 @@ def write_report(out: RunDir, results: dict, metrics: list[dict], title: str, re
     kind = kinds(results)
     if "teacher" in kind.values() and "student" in kind.values():
         parts += ["\n## Teacher vs students (as in the paper's Fig. 3 and 4)\n", comparison_table(results)]
+    method_report = results.get("method_report")
+    if method_report:
+        parts += [f"\n## {method_report['title']}\n", method_report["markdown"].rstrip() + "\n"]
     figures = [f for f in results.get("figures", []) if (out.root / f["file"]).exists()]
     if figures:
         parts.append("\n## Task figures\n")

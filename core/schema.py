@@ -164,24 +164,31 @@ class PipelineConfig(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _strategy_is_method(cls, data: Any) -> Any:
-        """``strategy: {name, benchmark}`` (before methods existed) reads as ``method: {name}`` plus
-        ``benchmark.enabled``; a one-line deprecation notice says so."""
-        if not isinstance(data, dict) or "strategy" not in data:
-            return data
-        if "method" in data:
-            raise ValueError("give 'method:' only ('strategy:' is its deprecated name)")
-        data = dict(data)
-        node = dict(check_node(data.pop("strategy")))
-        method = {"name": node.pop("name")}
-        if "benchmark" in node:
-            bench = data.get("benchmark") or {}
-            if isinstance(bench, dict):
-                data["benchmark"] = {**bench, "enabled": node.pop("benchmark")}
-        method.update(node)
-        data["method"] = method
-        log.warning("config: 'strategy:' is deprecated, read as method: {name: %s}%s", method["name"],
-                    " and benchmark.enabled" if "benchmark" in data and "enabled" in data["benchmark"] else "")
+        return migrate_strategy(data, warn=True)
+
+
+def migrate_strategy(data: Any, warn: bool = False) -> Any:
+    """``strategy: {name, benchmark}`` (configs written before methods existed) as ``method: {name}``
+    plus ``benchmark.enabled`` (an explicit ``benchmark.enabled`` wins); a one-line deprecation
+    notice when ``warn``."""
+    if not isinstance(data, dict) or "strategy" not in data:
         return data
+    if "method" in data:
+        raise ValueError("give 'method:' only ('strategy:' is its deprecated name)")
+    data = dict(data)
+    node = dict(check_node(data.pop("strategy")))
+    method = {"name": node.pop("name")}
+    if "benchmark" in node:
+        enabled = node.pop("benchmark")
+        bench = data.get("benchmark") or {}
+        if isinstance(bench, dict) and "enabled" not in bench:
+            data["benchmark"] = {**bench, "enabled": enabled}
+    method.update(node)
+    data["method"] = method
+    if warn:
+        log.warning("config: 'strategy:' is deprecated, read as method: {name: %s}%s", method["name"],
+                    " and benchmark.enabled" if "enabled" in (data.get("benchmark") or {}) else "")
+    return data
 
 
 OWNED_DEEPSPEED_KEYS = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps",

@@ -15,10 +15,16 @@ from __future__ import annotations
 
 import logging
 
+import torch
+
 from mamba4net.core import distributed as dist
 from mamba4net.core.context import OUTPUT_CACHE, RunContext, StageContext, weights_file
 from mamba4net.core.errors import PluginError
 from mamba4net.core.method import Stage
+from mamba4net.core.seeding import stream_seed
+
+# done.json keys that core writes; a stage's own record may not set them
+RECORD_KEYS = ("stage", "writes")
 
 log = logging.getLogger("mamba4net")
 
@@ -29,17 +35,24 @@ def run_stage(run: RunContext, stage: Stage) -> None:
         return
     log.info("stage %s", stage.name)
     ctx = StageContext(run, stage)
+    # a stage starts from the same random state however the process got here (a fresh run, a
+    # resume, another stage before it): building models does not touch it (see build_netmodel)
+    torch.manual_seed(stream_seed(run.seed, f"stage:{stage.name}"))
     info = stage.run(ctx) or {}
     if not isinstance(info, dict):
         raise PluginError(f"stage '{stage.name}' returned {type(info).__name__}; expected a dict or None")
+    clash = [k for k in RECORD_KEYS if k in info]
+    if clash:
+        raise PluginError(f"stage '{stage.name}' returned {', '.join(clash)}: names core keeps in done.json")
     files = {weights_file(stage, role): ctx.role_weights(role) for role in stage.writes}
-    done = {"stage": stage.name, "writes": {role: weights_file(stage, role) for role in stage.writes},
-            **ctx.info, **info}
+    done = {**ctx.info, **info, "stage": stage.name,
+            "writes": {role: weights_file(stage, role) for role in stage.writes}}
     run.checkpoints(stage.name).mark_done(files, done)
+    ctx.release()
     if dist.is_main():
         for cache in ctx.dir.glob(OUTPUT_CACHE.format(role="*")):
             cache.unlink(missing_ok=True)
-    if stage.trains and run.cfg.runtime.engine == "deepspeed":
+    if ctx.sharded or (stage.trains and run.cfg.runtime.engine == "deepspeed"):
         run.forget_models()
 
 

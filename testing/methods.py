@@ -1,13 +1,16 @@
 """``check_method``: the contract checks for a distillation method, on the toy task.
 
-It runs the method's stages end to end on :mod:`mamba4net.testing.toy` with tiny models, stops a
-second run right after a checkpoint in the middle of a training stage (an in-process kill: an
-exception that nothing catches, after which every model, context and cache of that run is thrown
-away), resumes it, and checks that:
+It runs the method's stages end to end on :mod:`mamba4net.testing.toy` with tiny models; stops a
+second run right after a checkpoint in the middle of a training stage and a third right after a
+stage finished (in-process kills: an exception that nothing catches, after which every model,
+context and cache of that run is thrown away, and torch's random state is scrambled), resumes
+both, and checks that:
 
-* every stage finished and recorded exactly the roles it declares it writes;
-* the resumed run replays the uninterrupted one: the same weights in every stage's files and the
+* the resumed runs replay the uninterrupted one: the same weights in every stage's files and the
   same scores for every model;
+* ``mamba4net evaluate`` of the finished run, which rebuilds every model from the files the stages
+  kept, gives the scores the run reported (a stage that changes a role it does not declare in
+  ``writes`` fails here);
 * every deployed role is in ``results.json``, the report and ``bench.json``, and every deployed
   student was exported;
 * every tap a stage declares exists on that role's model.
@@ -73,6 +76,13 @@ def _finals(run_root: Path, method) -> dict[str, dict[str, torch.Tensor]]:
     return out
 
 
+def _same_scores(want: dict, got: dict, metric: str, when: str) -> None:
+    for model, scores in want["models"].items():
+        assert model in got["models"], f"{model}: not evaluated {when}"
+        a, b = scores[metric], got["models"][model][metric]
+        assert abs(a - b) <= 1e-6 * max(1.0, abs(a)), f"{model}: {metric} {b} {when}, {a} in the run"
+
+
 def check_method(name: str, *, registry=None, method_params: dict | None = None, config: dict | None = None,
                  kill: tuple[str, int] | None = None, workdir: str | Path | None = None) -> dict[str, Any]:
     """Check method ``name`` end to end on the toy task (see the module's docstring); raises
@@ -82,7 +92,7 @@ def check_method(name: str, *, registry=None, method_params: dict | None = None,
     from mamba4net.core import checkpoint
     from mamba4net.core.config import validate_data
     from mamba4net.core.context import RunContext
-    from mamba4net.core.pipeline import run_pipeline
+    from mamba4net.core.pipeline import evaluate_run, run_pipeline
     from mamba4net.core.runs import RunDir
     from mamba4net.core.taps import expand, tap_points
     from mamba4net.registry import default_registry
@@ -100,56 +110,67 @@ def check_method(name: str, *, registry=None, method_params: dict | None = None,
     assert 0 < step < tp.steps and step % tp.checkpoint_every == 0, \
         f"stage '{stage}' writes no checkpoint at step {step} before its end ({tp.steps} steps)"
 
+    boundary = method.stages[max(0, [s.name for s in method.stages].index(stage) - 1)].name
     with tempfile.TemporaryDirectory(prefix="check-method-") as tmp:
         base = Path(workdir) if workdir else Path(tmp)
         full = run_pipeline(loaded, base / "full", registry=registry)
 
-        original = checkpoint.StageCheckpoints.save
+        def save_then_die(original):
+            def save(self, s, *args, **kwargs):
+                path = original(self, s, *args, **kwargs)
+                if self.dir.name == stage and s == step:
+                    raise SimulatedKill(f"{stage} step {s}")
+                return path
+            return save
 
-        def save_then_die(self, s, *args, **kwargs):
-            path = original(self, s, *args, **kwargs)
-            if self.dir.name == stage and s == step:
-                raise SimulatedKill(f"{stage} step {s}")
-            return path
+        def done_then_die(original):
+            def mark_done(self, *args, **kwargs):
+                original(self, *args, **kwargs)
+                if self.dir.name == boundary:
+                    raise SimulatedKill(f"after {boundary}")
+            return mark_done
 
-        checkpoint.StageCheckpoints.save = save_then_die
-        try:
-            run_pipeline(loaded, base / "killed", registry=registry)
-            raise AssertionError(f"the run was not stopped: stage '{stage}' never checkpointed step {step}")
-        except SimulatedKill:
-            pass
-        finally:
-            checkpoint.StageCheckpoints.save = original
-        assert not (base / "killed" / "results.json").exists(), "results were written by a run stopped mid-stage"
-        resumed = run_pipeline(loaded, base / "killed", resume=True, registry=registry)
+        resumed = {}
+        for label, name, wrap in (("mid-stage", "save", save_then_die), ("stage-boundary", "mark_done", done_then_die)):
+            original = getattr(checkpoint.StageCheckpoints, name)
+            setattr(checkpoint.StageCheckpoints, name, wrap(original))
+            try:
+                run_pipeline(loaded, base / label, registry=registry)
+                raise AssertionError(f"the {label} run was not stopped (stage '{stage}' step {step} / '{boundary}')")
+            except SimulatedKill:
+                pass
+            finally:
+                setattr(checkpoint.StageCheckpoints, name, original)
+            assert not (base / label / "results.json").exists(), f"results were written by the stopped {label} run"
+            torch.manual_seed(int(torch.randint(0, 2**31 - 1, ())) ^ 0x5EED)  # nothing may depend on it
+            resumed[label] = run_pipeline(loaded, base / label, resume=True, registry=registry)
 
-        # every stage finished and recorded what it declares it writes
-        for s in method.stages:
-            for root in (full.root, resumed.root):
-                done = json.loads((root / "checkpoints" / s.name / "done.json").read_text())
-                assert sorted(done["writes"]) == sorted(s.writes), \
-                    f"stage '{s.name}' recorded weights of {sorted(done['writes'])}, declares {sorted(s.writes)}"
-        # the resumed run replays the uninterrupted one
-        a, b = _finals(full.root, method), _finals(resumed.root, method)
-        assert a.keys() == b.keys()
-        for key in a:
-            assert a[key].keys() == b[key].keys(), f"{key}: other tensors after the resume"
-            for t in a[key]:
-                torch.testing.assert_close(b[key][t], a[key][t], rtol=1e-6, atol=1e-7,
-                                           msg=lambda m, key=key, t=t: f"{key} tensor {t} differs after the resume: {m}")
-        ra, rb = (json.loads((r / "results.json").read_text()) for r in (full.root, resumed.root))
+        a = _finals(full.root, method)
+        ra = json.loads((full.root / "results.json").read_text())
         metric = ra["metric"]
-        for model, scores in ra["models"].items():
-            got, want = rb["models"][model][metric], scores[metric]
-            assert abs(got - want) <= 1e-6 * max(1.0, abs(want)), f"{model}: {metric} {got} after the resume, {want} without"
-        rows = [json.loads(x) for x in resumed.metrics_path.read_text().splitlines()]
-        keys = [(r["stage"], r["step"], "loss" in r) for r in rows]
-        assert len(keys) == len(set(keys)), "metrics.jsonl repeats steps after the resume"
+        for label, run in resumed.items():
+            b = _finals(run.root, method)
+            assert a.keys() == b.keys(), f"{label}: other stage files after the resume"
+            for key in a:
+                assert a[key].keys() == b[key].keys(), f"{key}: other tensors after the {label} resume"
+                for t in a[key]:
+                    torch.testing.assert_close(
+                        b[key][t], a[key][t], rtol=1e-6, atol=1e-7,
+                        msg=lambda m, key=key, t=t, label=label: f"{key} tensor {t} differs after the {label} resume: {m}")
+            rb = json.loads((run.root / "results.json").read_text())
+            _same_scores(ra, rb, metric, f"after the {label} resume")
+            rows = [json.loads(x) for x in run.metrics_path.read_text().splitlines()]
+            keys = [(r["stage"], r["step"], "loss" in r) for r in rows]
+            assert len(keys) == len(set(keys)), f"metrics.jsonl repeats steps after the {label} resume"
+        # what the stages kept is what the run evaluated
+        again = json.loads(evaluate_run(full.root, registry=registry, bench=False).results_path.read_text())
+        _same_scores(ra, again, metric, "when evaluate rebuilds the models from the stages' files")
 
-        # deployed roles: results, report, bench, export
+        # deployed roles (those the run produced): results, report, bench, export
+        ctx = RunContext(loaded, registry, run=RunDir(full.root), out=RunDir(full.root))
         report = full.report_path.read_text()
         bench = json.loads((full.root / "bench.json").read_text())
-        for role in method.deployed():
+        for role in ctx.deployed():
             assert role.name in ra["models"], f"deployed role '{role.name}' is not in results.json"
             assert f"| {role.name} |" in report, f"deployed role '{role.name}' is not in report.md"
             assert role.name in bench["models"], f"deployed role '{role.name}' is not in bench.json"
@@ -158,9 +179,8 @@ def check_method(name: str, *, registry=None, method_params: dict | None = None,
                     f"deployed student '{role.name}' was not exported"
 
         # taps a stage declares exist on its roles' models
-        ctx = RunContext(loaded, registry, run=RunDir(full.root), out=RunDir(full.root))
         for s in method.stages:
             for role, patterns in s.taps.items():
                 expand(patterns, tap_points(ctx.model(role)), who=f"model of role '{role}' (stage '{s.name}')")
         return {"stages": method.stage_names, "roles": [r.name for r in method.roles], "kill": [stage, step],
-                "models": {m: v[metric] for m, v in ra["models"].items()}}
+                "boundary": boundary, "models": {m: v[metric] for m, v in ra["models"].items()}}

@@ -18,7 +18,7 @@ LAYERS = [
     ["model", "objective", "trainer", "taps", "outputs"],
     ["context"],
     ["stages", "evaluation", "efficiency", "export", "report", "bench", "bench.measure", "bench.plan",
-     "bench.size", "bench.sweep", "bench.tables", "bench.plots", "bench.run"],
+     "bench.size", "bench.sweep", "bench.tables", "bench.plots", "bench.run", "bench.flops"],
     ["pipeline", "bench.command"],
     ["cli", "__init__"],
 ]

@@ -43,7 +43,7 @@ def test_builtin_method_declares_its_roles_and_stages(m4n_registry, tiny_config)
 
 def test_check_method_passes_for_the_builtin_method(m4n_registry, tmp_path):
     summary = check_method("mamba4net", registry=m4n_registry, workdir=tmp_path)
-    assert summary["kill"] == ["distill", 4]
+    assert summary["kill"] == ["distill", 4] and summary["boundary"] == "init_student"
     assert set(summary["models"]) == {"teacher", "student", "toy_mean"}
     done = json.loads((tmp_path / "full" / "checkpoints" / "distill" / "done.json").read_text())
     assert done["writes"] == {"student": "final.safetensors"} and done["stage"] == "distill"
@@ -103,7 +103,7 @@ def test_check_method_catches_a_stage_that_does_not_replay(m4n_registry, tmp_pat
                                                     (Stage("train", drifting, writes=("student",), trains=True),)))
 
     m4n_registry.add_plugin(Drift(), name="drift")
-    with pytest.raises(AssertionError, match="differs after the resume"):
+    with pytest.raises(AssertionError, match="differs after the mid-stage resume"):
         check_method("drift", registry=m4n_registry, workdir=tmp_path)
 
 
@@ -188,6 +188,8 @@ def test_a_method_factory_must_return_a_method(m4n_registry, tiny_config):
     ((Role("a", "student"),), (Stage("x", print, writes=("b",)),), "stage 'x' names role 'b'"),
     ((Role("a", "student"),), (Stage("export", print),), "stage name 'export' is reserved"),
     ((Role("a", "student"),), (Stage("x", print), Stage("x", print)), "stage 'x' is declared twice"),
+    ((Role("a", "student"),), (Stage("x", print, trains=True),), "stage 'x' trains but writes no role"),
+    ((Role("ratios", "student"),), (), "role name 'ratios' is reserved"),
     ((Role("A", "student"),), (), "role name 'A' is not lowercase"),
 ])
 def test_a_method_that_contradicts_itself_is_refused(roles, stages, match):
@@ -206,15 +208,51 @@ def test_a_deprecated_strategy_plugin_still_loads(m4n_registry, tiny_config, cap
     assert "plugin 'old' implements mamba4net_register_strategies, which is deprecated and ignored" in caplog.text
 
 
-def test_a_done_marker_without_its_weights_record_is_named(m4n_registry, tiny_config, tmp_path):
+def test_done_markers_without_or_with_a_damaged_weights_record(m4n_registry, tiny_config, tmp_path, caplog):
     from mamba4net.core.errors import DataError
     from mamba4net.core.pipeline import evaluate_run
 
     tiny_config["benchmark"] = {"enabled": False}
     run = run_pipeline(validate_data(tiny_config, registry=m4n_registry), tmp_path / "run", registry=m4n_registry)
+    want = json.loads(run.results_path.read_text())["models"]["student"]["mse"]
     done = run.checkpoints / "distill" / "done.json"
     info = json.loads(done.read_text())
-    info.pop("writes")
-    done.write_text(json.dumps(info))
-    with pytest.raises(DataError, match=r"distill/done\.json: records no weights of role 'student'"):
-        evaluate_run(run.root, registry=m4n_registry)
+    # a run from before methods: no record, one role, final.safetensors -> read, with a warning
+    done.write_text(json.dumps({k: v for k, v in info.items() if k != "writes"}))
+    again = json.loads(evaluate_run(run.root, registry=m4n_registry).results_path.read_text())
+    assert again["models"]["student"]["mse"] == pytest.approx(want, rel=1e-6)
+    assert "no record of the roles it wrote" in caplog.text
+    for damaged in ({"student": "../init_student/final.safetensors"}, ["final.safetensors"], {}):
+        done.write_text(json.dumps({**info, "writes": damaged}))
+        before = sorted(p.name for p in (run.root / "evaluations").iterdir())
+        with pytest.raises(DataError, match=r"distill/done\.json: records no weights file of role 'student'"):
+            evaluate_run(run.root, registry=m4n_registry)
+        assert sorted(p.name for p in (run.root / "evaluations").iterdir()) == before  # nothing written
+
+
+def test_check_method_catches_a_stage_that_changes_an_undeclared_role(m4n_registry, tmp_path):
+    """A stage that trains the student but declares it writes the teacher: the run looks fine, the
+    files do not hold what it evaluated."""
+
+    def sly(ctx):
+        student = ctx.model("student")
+        objective = ctx.objective(student)
+        ctx.fit({"model": student, "objective": objective}, lambda batch: objective(student(batch), None, batch))
+
+    class Sly:
+        @hookimpl
+        def mamba4net_register_methods(self, register):
+            register("sly", lambda params: Method("sly", (Role("teacher", "teacher"), Role("student", "student")), (
+                Stage("train", sly, writes=("teacher",), trains=True),)))
+
+    m4n_registry.add_plugin(Sly(), name="sly")
+    with pytest.raises(AssertionError, match=r"student: mse [0-9.]+ (after the stage-boundary resume|when evaluate rebuilds)"):
+        check_method("sly", registry=m4n_registry, workdir=tmp_path)
+
+
+def test_resume_does_not_depend_on_the_global_random_state(m4n_registry, tmp_path):
+    """A term with random parameters (hidden_align's projector) is built the same on a resume."""
+    summary = check_method("mamba4net", registry=m4n_registry, workdir=tmp_path, config={
+        "train": {"distill": {"losses": [{"name": "task"}, {"name": "mse_to_teacher"},
+                                         {"name": "hidden_align", "weight": 0.1}]}}}, kill=("distill", 4))
+    assert summary["boundary"] == "init_student"

@@ -40,7 +40,6 @@ def bench_target(target: str | Path, overrides: list[str] | None = None, out: st
         raise ConfigError(f"{path}: no such config file or run directory")
     if not progress:
         loaded.cfg.runtime.progress = False
-    plan = make_plan(loaded.cfg.benchmark, known=deployed_roles(loaded.method), **(plan_args or {}))
     device = apply_runtime(loaded)
     out_dir = Path(out) if out else (run.root if run else new_run_dir("runs", f"bench-{loaded.cfg.name}"))
     source = {"config": str(run.config_path if run else path), "run_dir": str(run.root) if run else None,
@@ -48,6 +47,7 @@ def bench_target(target: str | Path, overrides: list[str] | None = None, out: st
               "overrides": list(overrides or [])}
     with tempfile.TemporaryDirectory(prefix="mamba4net-bench-") as tmp:
         ctx = RunContext(loaded, registry, run=run or RunDir(tmp), out=RunDir(out_dir), device=device)
+        plan = make_plan(loaded.cfg.benchmark, known=deployed_roles(ctx if run else loaded.method), **(plan_args or {}))
         if run is not None:  # every stage that writes a measured role has finished
             ctx.require_finished([s.name for r in plan.roles for s in loaded.method.writers(r)])
         out_dir.mkdir(parents=True, exist_ok=True)

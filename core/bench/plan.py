@@ -41,9 +41,10 @@ class BenchPlan:
         return len(self.seq_lens) * len(self.batch_sizes) * len(self.roles) + len(self.history_lens) * n_series
 
 
-def deployed_roles(method) -> dict[str, str]:
-    """name -> kind of the roles a benchmark measures: a method's deployed teachers, then students."""
-    roles = method.deployed("teacher") + method.deployed("student")
+def deployed_roles(source) -> dict[str, str]:
+    """name -> kind of the roles a benchmark measures, teachers first: the deployed roles of a
+    method, or of a run context (those the run produced)."""
+    roles = source.deployed("teacher") + source.deployed("student")
     return {r.name: r.kind for r in roles}
 
 
@@ -67,7 +68,7 @@ def make_plan(params, *, full: bool = False, seq_lens=None, batch_sizes=None, hi
     """``params``: the config's :class:`~mamba4net.core.config.BenchmarkParams`; explicit arguments
     (CLI flags) win over ``full``, which wins over the config. ``known``: the deployed roles of the
     run's method (name -> kind, in the method's order); ``roles`` picks some of them."""
-    known = dict(known or DEFAULT_ROLES)
+    known = dict(DEFAULT_ROLES if known is None else known)
     roles = tuple(roles) if roles else tuple(known)
     unknown = [r for r in roles if r not in known]
     if unknown:

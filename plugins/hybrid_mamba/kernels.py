@@ -28,6 +28,24 @@ SSD_STEP = "ssd_step"
 CAUSAL_CONV1D = "causal_conv1d"
 
 
+# --- FLOPs of the ops, whatever runs them (kernel meta ``flops``; see mamba4net.core.kernels) ---------
+def ssd_scan_flops(x, dt, A, B, C, chunk_size=None, D=None, initial_states=None, return_final_states=False) -> int:
+    """The scan in its recurrent form, counted like matmuls (2 per multiply-add; elementwise work
+    such as the decay is not counted, as torch's FLOP counter does not count it): per token and
+    head, the state update dt x B^T (p x n) and the readout C h (p x n): ``4 * b * l * h * p * n``."""
+    b, l, h, p = x.shape
+    return 4 * b * l * h * p * B.shape[-1]
+
+
+def ssd_step_flops(state, x, dt, A, B, C, D=None) -> int:
+    """One token of :func:`ssd_scan_flops`: ``4 * b * h * p * n``."""
+    b, h, p = x.shape
+    return 4 * b * h * p * B.shape[-1]
+
+
+FLOPS = {SSD_SCAN: ssd_scan_flops, SSD_STEP: ssd_step_flops}
+
+
 def ssd_scan_torch_chunked() -> Callable[..., Any]:
     """Chunked SSD in PyTorch: the default on every device."""
     from .ssd import ssd_scan_chunked

@@ -8,7 +8,7 @@ from __future__ import annotations
 from mamba4net.core.hookspecs import hookimpl
 
 from .config import HybridMambaParams
-from .kernels import KERNELS
+from .kernels import FLOPS, KERNELS
 
 
 def build_student(params: HybridMambaParams):
@@ -30,4 +30,8 @@ def mamba4net_register_students(register):
 @hookimpl
 def mamba4net_register_kernels(register):
     for name, op, factory, priority in KERNELS:
-        register(name, factory, op=op, priority=priority, available=_everywhere)
+        register(name, factory, op=op, priority=priority, available=_everywhere, **_flops(op))
+
+
+def _flops(op: str) -> dict:
+    return {"flops": FLOPS[op]} if op in FLOPS else {}

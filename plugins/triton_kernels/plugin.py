@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from mamba4net.core.hookspecs import hookimpl
 
+from mamba4net.plugins.hybrid_mamba.kernels import FLOPS  # the ops' FLOPs, whoever implements them
+
 from .registry import KERNELS
 
 
 @hookimpl
 def mamba4net_register_kernels(register):
     for name, op, factory, priority, available in KERNELS:
-        register(name, factory, op=op, priority=priority, available=available)
+        extra = {"flops": FLOPS[op]} if op in FLOPS else {}
+        register(name, factory, op=op, priority=priority, available=available, **extra)
