@@ -56,10 +56,14 @@ def summarize(ctx, results: dict, params: PKDParams) -> dict:
             frac = extras.get(name, {}).get("flops_fraction", models[name].get("flops_fraction"))
             rows.append((name, models[name][metric], frac))
     figures = [{"title": f"{metric} against FLOPs (fraction of the teacher's)", "file": PLOT}] \
-        if _plot(ctx.out_dir / PLOT, rows, info["students"], sweep, metric, results["split"]) else []
+        if _plot(ctx.out_dir / PLOT, rows, info["students"], sweep, metric, results["split"],
+                 params.target == "residual") else []
     lines = [f"| model | {metric} | FLOPs / teacher |", "|---|---|---|"]
     lines += [f"| {n} | {v:.4g} | {f:.4f} |" for n, v, f in rows if f is not None]
     text = "\n".join(lines) + "\n"
+    if params.target == "residual":
+        text += ("\nThe students after s1 are residual learners (each fitted to what the chain before it misses): "
+                 "alone they are not meant to answer; the prefix ensembles are the chain's answers.\n")
     if sweep:
         text += (f"\nCascade on {results['split']} (exit at the first prefix ensemble whose top class probability "
                  f"reaches the threshold; threshold {info['cascade']['threshold']} was chosen on valid):\n\n"
@@ -68,29 +72,39 @@ def summarize(ctx, results: dict, params: PKDParams) -> dict:
     return {"models": extras, "figures": figures, "markdown": text, "cascade_sweep": sweep}
 
 
-def _plot(path, rows, students: list[str], sweep, metric: str, split: str) -> bool:
+def _plot(path, rows, students: list[str], sweep, metric: str, split: str, additive: bool) -> bool:
+    """Metric against FLOPs (fraction of the teacher's, log scale): the prefix ensembles F_1..F_K
+    (F_1 = s1), the cascade's threshold sweep, the teacher, and each student alone unless the
+    students are residual learners (meaningful only on top of the chain before them)."""
     from mamba4net.core.plotting import pyplot
 
-    points = [(n, v, f) for n, v, f in rows if f is not None]
-    if not points:
+    value = {n: (v, f) for n, v, f in rows if f is not None}
+    if not value:
         return False
+    prefixes = [s for s in students[:1] if s in value] + sorted(
+        (n for n in value if n.startswith("ensemble_")), key=lambda n: int(n.split("_")[1]))
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    groups = (([n for n, _, _ in points if n in students], "o", "tab:green", "none", "students"),
-              ([n for n, _, _ in points if n.startswith("ensemble_")], "s", "tab:blue", "-",
-               "ensembles of the first k students"))
-    for names, marker, color, line, label in groups:
-        pts = [(f, v, n) for n, v, f in points if n in names]
-        if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, color=color, linestyle=line, label=label)
-            for f, v, n in pts:
-                ax.annotate(n, (f, v), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    if prefixes:
+        ax.plot([value[n][1] for n in prefixes], [value[n][0] for n in prefixes], marker="s", color="tab:blue",
+                label="ensembles of the first k students (k = 1..K)")
+        for k, n in enumerate(prefixes, 1):
+            ax.annotate(f"k={k}", (value[n][1], value[n][0]), fontsize=7, xytext=(2, -10), textcoords="offset points")
+    if not additive:
+        alone = [n for n in students if n in value]
+        ax.plot([value[n][1] for n in alone], [value[n][0] for n in alone], marker="o", color="tab:green",
+                linestyle="none", label="each student alone")
+        for n in alone:
+            ax.annotate(n, (value[n][1], value[n][0]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     if sweep:
         ax.plot([s["flops_fraction"] for s in sweep], [s[metric] for s in sweep], marker=".", color="tab:purple",
                 label="cascade (threshold sweep)")
-    teacher = [(f, v) for n, v, f in points if n == "teacher"]
-    if teacher:
-        ax.plot(*teacher[0], marker="*", markersize=12, color="tab:red", linestyle="none", label="teacher")
+    if "cascade" in value:
+        ax.plot(value["cascade"][1], value["cascade"][0], marker="D", color="tab:purple", linestyle="none",
+                label="cascade (threshold chosen on valid)")
+    if "teacher" in value:
+        ax.plot(value["teacher"][1], value["teacher"][0], marker="*", markersize=12, color="tab:red",
+                linestyle="none", label="teacher")
     ax.set_xscale("log")
     ax.set_xlabel("FLOPs per sample / teacher's")
     ax.set_ylabel(f"{metric} on {split}")
