@@ -174,7 +174,8 @@ def plot_training(metrics: list[dict], path: Path) -> bool:
                     ax.plot(*zip(*pts), marker="o", label=k)
             ax.set_title(f"{stage}: validation")
             ax.set_xlabel("step")
-            ax.legend(fontsize=7)
+            if valid:
+                ax.legend(fontsize=7)
         else:
             ax.set_xlabel("step")
     fig.tight_layout()
