@@ -15,6 +15,7 @@ of roles and stages exists anywhere else.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from torch import nn
 
 from mamba4net.core.checkpoint import StageCheckpoints, load_into
 from mamba4net.core.config import NODE_KINDS, LoadedConfig
-from mamba4net.core.errors import DataError, Mamba4netError, PluginError
+from mamba4net.core.errors import ConfigError, DataError, Mamba4netError, PluginError
 from mamba4net.core.method import Method, Stage
 from mamba4net.core.model import NetModel, build_netmodel
 from mamba4net.core.objective import Objective, build_objective
@@ -93,7 +94,7 @@ class RunContext:
             for stage in self.method.writers(role):
                 ckpt = self.checkpoints(stage.name)
                 done = ckpt.done()
-                if done is None:
+                if done is None or done.get("skipped"):
                     continue
                 name = self._weights_file(ckpt, done, stage, role)
                 load_into(model, ckpt.tensors(name), ckpt.dir / name)
@@ -117,7 +118,7 @@ class RunContext:
 
     def weights_from(self, role: str) -> str | None:
         """The latest finished stage that wrote ``role`` (None: its weights are as built)."""
-        done = [s.name for s in self.method.writers(role) if self.finished(s.name) is not None]
+        done = [s.name for s in self.method.writers(role) if not (self.finished(s.name) or {"skipped": 1}).get("skipped")]
         return done[-1] if done else None
 
     def deployed(self, kind: str | None = None) -> list:
@@ -251,6 +252,29 @@ class StageContext(MethodContext):
             self.sharded = True
             return inference_engine(model, self._run.cfg.runtime)  # 1/N of its weights per rank
         return model
+
+    def train_only(self, role: str, patterns: Sequence[str]) -> list[str]:
+        """Within this stage, only the parameters of ``role``'s model whose names match a pattern
+        train (``*`` matches one dot-separated part; a pattern also covers everything below it:
+        ``backbone.layers.*.mixer``); parameters frozen as the model was built stay frozen. Put
+        back when the stage ends. Returns the names that train; a pattern that matches nothing
+        is a one-line error."""
+        model = self.model(role)
+        if role not in self._frozen:
+            self._frozen[role] = ([p.requires_grad for p in model.parameters()], model.training)
+        flags, _ = self._frozen[role]
+        regexes = [(p, re.compile("^" + r"\.".join("[^.]+" if x == "*" else re.escape(x) for x in p.split("."))
+                                  + r"(\..*)?$")) for p in patterns]
+        chosen = []
+        for (name, param), built in zip(model.named_parameters(), flags):
+            hit = any(r.match(name) for _, r in regexes)
+            param.requires_grad_(built and hit)
+            if built and hit:
+                chosen.append(name)
+        unused = [p for p, r in regexes if not any(r.match(n) for n, _ in model.named_parameters())]
+        if unused:
+            raise ConfigError(f"train.{self.name}: pattern {unused[0]!r} matches no parameter of role '{role}'")
+        return chosen
 
     def release(self) -> None:
         """At the end of the stage: the models it froze get their gradient flags and mode back."""

@@ -66,8 +66,9 @@ class Stage:
 
     ``run(ctx)``: does the work (``ctx`` is a :class:`~mamba4net.core.context.StageContext`) and may
     return a JSON-ready dict that is kept in ``done.json``; ``{"skipped": reason}`` there says the
-    stage decided not to produce its roles (an early stop): a role whose every writing stage was
-    skipped is then not evaluated, benchmarked nor exported. ``reads``/``writes``: role names.
+    stage decided not to change its roles (an early stop, a stage left out of an ablation): nothing
+    of it is saved, and a role whose every writing stage was skipped is not evaluated, benchmarked
+    nor exported. ``reads``/``writes``: role names.
     ``trains``: the stage trains through ``ctx.fit`` and has a ``train.<name>`` section, validated
     with ``params`` (default :class:`~mamba4net.core.schema.TrainParams`; a subclass adds the
     stage's own knobs) and whose ``losses`` default to ``losses``. ``taps``: per role, the tap

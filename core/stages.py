@@ -44,9 +44,9 @@ def run_stage(run: RunContext, stage: Stage) -> None:
     clash = [k for k in RECORD_KEYS if k in info]
     if clash:
         raise PluginError(f"stage '{stage.name}' returned {', '.join(clash)}: names core keeps in done.json")
-    files = {weights_file(stage, role): ctx.role_weights(role) for role in stage.writes}
-    done = {**ctx.info, **info, "stage": stage.name,
-            "writes": {role: weights_file(stage, role) for role in stage.writes}}
+    writes = () if info.get("skipped") else stage.writes  # a skipped stage changed nothing
+    files = {weights_file(stage, role): ctx.role_weights(role) for role in writes}
+    done = {**ctx.info, **info, "stage": stage.name, "writes": {role: weights_file(stage, role) for role in writes}}
     run.checkpoints(stage.name).mark_done(files, done)
     ctx.release()
     if dist.is_main():

@@ -422,3 +422,12 @@ def test_materialized_matrix_times_input_is_the_scan(heads, headdim, d_state, le
     assert M.shape == (2, nheads, length, length)
     assert torch.all(M.triu(1) == 0)
     torch.testing.assert_close(torch.einsum("bhts,bshp->bthp", M, q["x"].float()), y.float(), rtol=1e-5, atol=1e-5)
+
+
+def test_materialized_rows_are_the_full_matrix_rows():
+    torch.manual_seed(1)
+    mixer = Mamba2Mixer(16, d_state=8, headdim=8, ngroups=2, chunk_size=4)
+    u = torch.randn(2, 13, 16)
+    full = mixer.materialize(u)
+    for rows in (slice(0, 5), slice(5, 13), slice(12, 13)):
+        torch.testing.assert_close(mixer.materialize(u, rows), full[:, :, rows], rtol=1e-6, atol=1e-6)

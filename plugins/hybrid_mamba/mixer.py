@@ -158,26 +158,29 @@ class Mamba2Mixer(nn.Module):
                 "C": C.reshape(b, l, self.ngroups, self.d_state), "dt": self._dt(dt_raw),
                 "A": -torch.exp(self.A_log.float()), "D": self.D}
 
-    def materialize(self, u: Tensor) -> Tensor:
+    def materialize(self, u: Tensor, rows: slice | None = None) -> Tensor:
         """The mixer's sequence-mixing matrix per head, ``M`` (b, h, l, l) in float32, such that
         the scan's output is ``y[:, t, h] = sum_s M[:, h, t, s] x[:, s, h]`` (before the gated norm):
 
             M[t, s] = (C_t . B_s) dt_s exp(sum_{k=s+1..t} dt_k A)   for s <= t, 0 above the diagonal
                       + D on the diagonal.
-        """
+
+        ``rows``: only those rows t (b, h, len(rows), l), so that a long sequence's matrix can be
+        built (and compared) a block of rows at a time."""
         q = self.quantities(u)
-        h, g = self.nheads, self.ngroups
+        h, g, l = self.nheads, self.ngroups, u.shape[1]
+        t = torch.arange(l, device=u.device)[rows if rows is not None else slice(None)]  # the rows kept
         B = q["B"].float().repeat_interleave(h // g, dim=2)  # (b, l, h, n): head h reads group h // (h/g)
-        C = q["C"].float().repeat_interleave(h // g, dim=2)  # (b, l, h, n)
+        C = q["C"].float().repeat_interleave(h // g, dim=2)[:, t]  # (b, r, h, n)
         dt, A = q["dt"].float(), q["A"].float()  # (b, l, h), (h,)
         cum = torch.cumsum(dt * A, dim=1).transpose(1, 2)  # (b, h, l): sum_{k<=t} dt_k A
-        l = u.shape[1]
-        causal = torch.ones(l, l, dtype=torch.bool, device=u.device).tril()
+        causal = t[:, None] >= torch.arange(l, device=u.device)[None, :]  # (r, l)
         # exp(cum_t - cum_s) = prod_{k=s+1..t} a_k; masked before exp so that nothing overflows
-        decay = torch.exp((cum[..., :, None] - cum[..., None, :]).masked_fill(~causal, float("-inf")))  # (b,h,l,l)
-        scores = torch.einsum("bthn,bshn->bhts", C, B)  # (b, h, l, l): C_t . B_s
+        decay = torch.exp((cum[..., t, None] - cum[..., None, :]).masked_fill(~causal, float("-inf")))  # (b,h,r,l)
+        scores = torch.einsum("bthn,bshn->bhts", C, B)  # (b, h, r, l): C_t . B_s
         M = scores * decay * dt.transpose(1, 2)[:, :, None, :]  # dt_s scales column s
-        return M + torch.diag_embed(q["D"].float()[None, :, None].expand(M.shape[0], h, l))
+        diagonal = (t[:, None] == torch.arange(l, device=u.device)[None, :]).float()  # (r, l)
+        return M + q["D"].float()[None, :, None, None] * diagonal
 
     def forward(
         self, u: Tensor, *, ssd_scan: Callable | None = None, return_state: bool = False

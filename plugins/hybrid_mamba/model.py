@@ -131,6 +131,21 @@ class HybridMambaBackbone(nn.Module):
             states.append(s)
         return self.norm_f(h), states
 
+    # --- one layer at a time (layer-wise distillation, e.g. MOHAWK) ----------------------------------
+    def mamba_layers(self) -> list[int]:
+        """Indices of the Mamba-2 layers (the others are attention)."""
+        return [i for i, layer in enumerate(self.layers) if not layer.is_attention]
+
+    def run_layer(self, i: int, h: Tensor) -> Tensor:
+        """Layer ``i`` alone (mixer and MLP, residuals included): h (B, L, D) -> (B, L, D)."""
+        return self.layers[i](h, self._kernel(SSD_SCAN, h.device))
+
+    def layer_matrix(self, i: int, h: Tensor, rows: slice | None = None) -> Tensor:
+        """Layer ``i``'s sequence-mixing matrix per head for the hidden state ``h`` entering it
+        (its norm, then ``Mamba2Mixer.materialize``): (B, heads, rows, L)."""
+        layer = self.layers[i]
+        return layer.mixer.materialize(layer.norm1(h), rows)
+
     # --- taps (mamba4net.core.taps) ---------------------------------------------------------------
     def tap_points(self) -> dict[str, Any]:
         """``block_in.<i>``/``block_out.<i>`` of every layer; for each Mamba-2 layer ``i`` the
