@@ -1,4 +1,5 @@
-"""The three stages of Mamba4Net, written against the public stage context only.
+"""The three stages of Mamba4Net, written against the public stage context only. Other methods
+reuse ``fit_on_task`` and ``distill_from`` (mohawk, pkd).
 
     adapt_teacher   LoRA on the teacher LLM (encoder and head trained fully) on the task loss
     init_student    the configured initializer maps the teacher's weights into the student (CWR)
@@ -12,12 +13,17 @@ from __future__ import annotations
 import time
 
 
+def fit_on_task(ctx, role: str) -> None:
+    """Train ``role`` on the stage's loss terms alone (no teacher), validated on the task."""
+    model = ctx.model(role)
+    objective = ctx.objective(model)
+    ctx.fit({"model": model, "objective": objective}, lambda batch: objective(model(batch), None, batch),
+            valid=model)
+
+
 def adapt_teacher(ctx) -> None:
     """Adapt the teacher LLM to the task: LoRA on the backbone, encoder and head trained fully."""
-    teacher = ctx.model("teacher")
-    objective = ctx.objective(teacher)
-    ctx.fit({"model": teacher, "objective": objective}, lambda batch: objective(teacher(batch), None, batch),
-            valid=teacher)
+    fit_on_task(ctx, "teacher")
 
 
 def init_student(ctx) -> dict:
@@ -34,16 +40,22 @@ def init_student(ctx) -> dict:
 
 def distill(ctx) -> None:
     """Train the student on the task loss plus terms that pull it toward the frozen teacher."""
-    student = ctx.model("student")
-    teacher = ctx.frozen("teacher")  # inference only; never in the optimizer
+    distill_from(ctx, "student", "teacher")
+
+
+def distill_from(ctx, student_role: str, teacher_role: str) -> None:
+    """Train ``student_role`` on the stage's loss terms, which may read the frozen ``teacher_role``'s
+    outputs (computed once over the training split with ``cache_teacher``, else every step)."""
+    student = ctx.model(student_role)
+    teacher = ctx.frozen(teacher_role)  # inference only; never in the optimizer
     objective = ctx.objective(student, teacher)
     s_taps, t_taps = objective.taps("student"), objective.taps("teacher")
     data = ctx.task.data("train")
     if ctx.params.cache_teacher and objective.needs_teacher:
-        data = ctx.cache_outputs("teacher", teacher, data, hidden=objective.needs_teacher_hidden, taps=t_taps)
+        data = ctx.cache_outputs(teacher_role, teacher, data, hidden=objective.needs_teacher_hidden, taps=t_taps)
 
     def loss_fn(batch):
-        teacher_out = ctx.outputs("teacher", teacher, batch, taps=t_taps) if objective.needs_teacher else None
+        teacher_out = ctx.outputs(teacher_role, teacher, batch, taps=t_taps) if objective.needs_teacher else None
         return objective(ctx.forward(student, batch, s_taps), teacher_out, batch)
 
     ctx.fit({"model": student, "objective": objective}, loss_fn, data, valid=student)

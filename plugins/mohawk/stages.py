@@ -13,17 +13,15 @@ torch is imported inside the functions: the method is built when a config is val
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 from mamba4net.core.errors import ConfigError
 
+from mamba4net.plugins.mamba4net.stages import adapt_teacher, distill_from
+
 from .config import MohawkParams
 
-
-def adapt_teacher(ctx) -> None:
-    teacher = ctx.model("teacher")
-    objective = ctx.objective(teacher)
-    ctx.fit({"model": teacher, "objective": objective}, lambda batch: objective(teacher(batch), None, batch),
-            valid=teacher)
+__all__ = ["adapt_teacher", "init", "matrix", "hidden", "distill"]
 
 
 def pairs_and_heads(params: MohawkParams, teacher, student) -> tuple[list[tuple[int, int]], list[list[int]]]:
@@ -85,17 +83,18 @@ def _left_out(params: MohawkParams, stage: str) -> dict | None:
     return None if stage in params.stages else {"skipped": f"not in method.stages {params.stages}"}
 
 
-def matrix(params: MohawkParams):
-    def run(ctx) -> dict | None:
-        from .alignment import MatrixAlignment
+def _align(params: MohawkParams, stage: str, tap: str, make_loss) -> Callable:
+    """A layer-wise stage: the student's paired layers trained toward the teacher's, with
+    ``make_loss(ctx, student, teacher, pairs, heads)`` reading the teacher's ``block_in`` and ``tap``."""
 
-        if _left_out(params, "matrix"):
-            return _left_out(params, "matrix")
+    def run(ctx) -> dict | None:
+        if _left_out(params, stage):
+            return _left_out(params, stage)
         teacher, student = ctx.frozen("teacher"), ctx.model("student")
         pairs, heads = pairs_and_heads(params, teacher, student)
         ctx.train_only("student", ctx.params.trainable)
-        loss = MatrixAlignment(student.backbone, pairs, heads, int(teacher.d_model), ctx.params.block_rows)
-        taps = [f"block_in.{t}" for _, t in pairs] + [f"attn_probs.{t}" for _, t in pairs]
+        loss = make_loss(ctx, student, teacher, pairs, heads)
+        taps = [f"block_in.{t}" for _, t in pairs] + [f"{tap}.{t}" for _, t in pairs]
 
         def loss_fn(batch):
             return loss(ctx.outputs("teacher", teacher, batch, taps=taps).taps)
@@ -105,24 +104,22 @@ def matrix(params: MohawkParams):
     return run
 
 
-def hidden(params: MohawkParams):
-    def run(ctx) -> dict | None:
+def matrix(params: MohawkParams) -> Callable:
+    def loss(ctx, student, teacher, pairs, heads):
+        from .alignment import MatrixAlignment
+
+        return MatrixAlignment(student.backbone, pairs, heads, int(teacher.d_model), ctx.params.block_rows)
+
+    return _align(params, "matrix", "attn_probs", loss)
+
+
+def hidden(params: MohawkParams) -> Callable:
+    def loss(ctx, student, teacher, pairs, heads):
         from .alignment import HiddenAlignment
 
-        if _left_out(params, "hidden"):
-            return _left_out(params, "hidden")
-        teacher, student = ctx.frozen("teacher"), ctx.model("student")
-        pairs, _ = pairs_and_heads(params, teacher, student)
-        ctx.train_only("student", ctx.params.trainable)
-        loss = HiddenAlignment(student.backbone, pairs, int(teacher.d_model))
-        taps = [f"block_in.{t}" for _, t in pairs] + [f"block_out.{t}" for _, t in pairs]
+        return HiddenAlignment(student.backbone, pairs, int(teacher.d_model))
 
-        def loss_fn(batch):
-            return loss(ctx.outputs("teacher", teacher, batch, taps=taps).taps)
-
-        ctx.fit({"model": student, "objective": loss}, loss_fn)
-
-    return run
+    return _align(params, "hidden", "block_out", loss)
 
 
 def distill(params: MohawkParams):
@@ -133,17 +130,5 @@ def distill(params: MohawkParams):
 
 
 def _distill(ctx) -> None:
-    student = ctx.model("student")
-    teacher = ctx.frozen("teacher")
     ctx.train_only("student", ctx.params.trainable)
-    objective = ctx.objective(student, teacher)
-    s_taps, t_taps = objective.taps("student"), objective.taps("teacher")
-    data = ctx.task.data("train")
-    if ctx.params.cache_teacher and objective.needs_teacher:
-        data = ctx.cache_outputs("teacher", teacher, data, hidden=objective.needs_teacher_hidden, taps=t_taps)
-
-    def loss_fn(batch):
-        teacher_out = ctx.outputs("teacher", teacher, batch, taps=t_taps) if objective.needs_teacher else None
-        return objective(ctx.forward(student, batch, s_taps), teacher_out, batch)
-
-    ctx.fit({"model": student, "objective": objective}, loss_fn, data, valid=student)
+    distill_from(ctx, "student", "teacher")

@@ -21,10 +21,9 @@ ENSEMBLE_STAGE = "ensemble"
 
 
 def train_teacher(ctx) -> None:
-    teacher = ctx.model("teacher")
-    objective = ctx.objective(teacher)
-    ctx.fit({"model": teacher, "objective": objective}, lambda batch: objective(teacher(batch), None, batch),
-            valid=teacher)
+    from mamba4net.plugins.mamba4net.stages import fit_on_task
+
+    fit_on_task(ctx, "teacher")
 
 
 def _flops(ctx, role: str) -> float:
