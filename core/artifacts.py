@@ -1,7 +1,7 @@
 """Derived data a task builds once and reuses across runs (e.g. an experience pool).
 
 An artifact is two files side by side, neither of them pickle: ``<name>.safetensors`` (the arrays)
-and ``<name>.json`` (``{"format": N, ...}``, the rest). :func:`cached` keeps artifacts in a folder
+and ``<name>.json`` (``{"format": N, "sha256": ..., ...}``, the rest; the checksum is verified on load). :func:`cached` keeps artifacts in a folder
 under a hash of the spec that made them, so the same spec is built only once.
 """
 
@@ -17,9 +17,9 @@ from typing import Any, Callable, TypeVar
 import numpy as np
 import torch
 
-from mamba4net.core.checkpoint import load_tensors, save_tensors
+from mamba4net.core.checkpoint import load_tensors, save_checked
 from mamba4net.core.errors import DataError
-from mamba4net.core.io import write_json
+from mamba4net.core.io import read_json
 
 log = logging.getLogger("mamba4net")
 T = TypeVar("T")
@@ -28,8 +28,8 @@ T = TypeVar("T")
 def save_arrays(path: str | Path, arrays: dict[str, np.ndarray], sidecar: dict[str, Any], fmt: int) -> Path:
     """Write ``path`` (.safetensors) and its .json sidecar ``{"format": fmt, **sidecar}``, each atomically."""
     path = Path(path).with_suffix(".safetensors")
-    save_tensors(path, {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()})
-    write_json(path.with_suffix(".json"), {"format": fmt, **sidecar})
+    save_checked(path, {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()},
+                 {"format": fmt, **sidecar})
     return path
 
 
@@ -38,17 +38,14 @@ def load_arrays(path: str | Path, keys: tuple[str, ...], fmt: int, what: str) ->
     unreadable file, another format or a missing array is a one-line DataError naming the file."""
     path = Path(path).with_suffix(".safetensors")
     side = path.with_suffix(".json")
-    try:
-        info = json.loads(side.read_text())
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{side}: unreadable {what} sidecar ({str(exc).splitlines()[0]})") from None
-    if not isinstance(info, dict) or info.get("format") != fmt:
-        got = info.get("format") if isinstance(info, dict) else None
+    info = read_json(side, what=f"{what} record")
+    if info.get("format") != fmt:
+        got = info.get("format")
         raise DataError(f"{side}: {what} format {got!r}, expected {fmt}")
-    try:
-        tensors = load_tensors(path)
-    except Exception as exc:  # safetensors raises several types on a corrupt file
-        raise DataError(f"{path}: unreadable {what} ({str(exc).splitlines()[0]})") from None
+    digest = info.get("sha256")
+    if digest is not None and not isinstance(digest, str):
+        raise DataError(f"{side}: 'sha256' is not a checksum (damaged?)")
+    tensors = load_tensors(path, digest)
     missing = [k for k in keys if k not in tensors]
     if missing:
         raise DataError(f"{path}: {what} lacks {', '.join(missing)}")

@@ -8,6 +8,12 @@ Layout of one training checkpoint (a folder, renamed into place only once comple
         state.json             stage, step, optimizer hyper-parameters, RNG seeds, metrics
     checkpoints/<stage>/latest.json   {"step": 120, "path": "step-000120"}
 
+Every tensor file's sha256 is recorded in the JSON written beside it, after it: ``state.json`` for
+a checkpoint's files, ``done.json`` for a finished stage's, ``<name>.json`` for a loose file written
+by :func:`save_checked` (exports, output caches, fitted baselines, task artifacts). Loading verifies
+it: a damaged file is one line naming it, and a resume falls back to the stage's previous good
+checkpoint (saying so) when the latest is damaged.
+
 Under DeepSpeed (``runtime.engine: deepspeed``) a checkpoint is DeepSpeed's sharded format, one
 optimizer shard per rank, written by every rank through ``engine.save_checkpoint``::
 
@@ -27,6 +33,7 @@ Only rank 0 writes; the other ranks wait for it where they need its files.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -34,29 +41,75 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save as save_bytes
 
 from mamba4net.core import distributed as dist
-from mamba4net.core.errors import DataError
-from mamba4net.core.io import atomic_write_text, read_json, write_json
+from mamba4net.core.errors import DataError, WriteError
+from mamba4net.core.io import atomic_write_bytes, atomic_write_text, read_json, sha256_bytes, write_error, write_json
+
+log = logging.getLogger("mamba4net")
 
 
 def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().contiguous().clone() for n, p in module.named_parameters() if p.requires_grad}
 
 
-def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    """safetensors, written to a temp name and renamed into place."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, path)
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> str:
+    """safetensors, written atomically; returns the file's sha256 (for the JSON that records it)."""
+    data = save_bytes({k: v.detach().contiguous().cpu() for k, v in tensors.items()})
+    atomic_write_bytes(Path(path), data)
+    return sha256_bytes(data)
 
 
-def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+def load_tensors(path: Path, sha256: str | None = None) -> dict[str, torch.Tensor]:
+    """The tensors in ``path``; with ``sha256``, only if the file's bytes still have that checksum.
+    Missing, damaged or unreadable: a one-line DataError naming the file."""
+    path = Path(path)
     try:
-        return load_file(str(path))
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: unreadable checkpoint ({exc.strerror or exc})") from None
+    if sha256 is not None and sha256_bytes(data) != sha256:
+        raise DataError(f"{path}: damaged (its sha256 differs from the one recorded when it was written)")
+    try:
+        return load_bytes(data)
     except (SafetensorError, OSError, ValueError) as exc:
-        raise DataError(f"{path}: unreadable checkpoint ({exc})") from None
+        raise DataError(f"{path}: unreadable checkpoint ({str(exc).splitlines()[0]})") from None
+
+
+def sidecar(path: Path) -> Path:
+    return Path(path).with_suffix(".json")
+
+
+def save_checked(path: Path, tensors: dict[str, torch.Tensor], info: dict[str, Any] | None = None) -> None:
+    """``path`` (.safetensors) and its sidecar ``<name>.json`` = ``{**info, "sha256": ...}``, written
+    after it (the old sidecar is removed first, so a kill in between leaves no stale checksum)."""
+    path = Path(path)
+    sidecar(path).unlink(missing_ok=True)
+    digest = save_tensors(path, tensors)
+    write_json(sidecar(path), {**(info or {}), "sha256": digest})
+
+
+def load_checked(path: Path, what: str = "file") -> dict[str, torch.Tensor]:
+    """Tensors saved by :func:`save_checked`, verified against the sidecar's sha256 (a file from
+    before checksums, without one, loads unverified)."""
+    info = read_json(sidecar(path), missing_ok=True, what=f"{what} record")
+    digest = info.get("sha256") if info else None
+    if info is not None and not isinstance(digest, str):
+        raise DataError(f"{sidecar(path)}: records no sha256 of {Path(path).name} (damaged?)")
+    return load_tensors(path, digest)
+
+
+def verify_file(path: Path, sha256: str) -> str | None:
+    """None when ``path`` exists with checksum ``sha256``, else why not (for preflight checks)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        return f"{path}: {'missing' if isinstance(exc, FileNotFoundError) else exc.strerror or exc}"
+    if sha256_bytes(data) != sha256:
+        return f"{path}: damaged (its sha256 differs from the one recorded when it was written)"
+    return None
 
 
 def load_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], source: Path, strict: bool = True) -> None:
@@ -104,16 +157,22 @@ class StageCheckpoints:
     def save(self, step: int, model_tensors: dict, opt: torch.optim.Optimizer, state: dict[str, Any]) -> Path:
         name = f"step-{step:06d}"
         tmp = self.dir / f".{name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        save_file({k: v.contiguous().cpu() for k, v in model_tensors.items()}, str(tmp / "model.safetensors"))
-        opt_tensors, opt_meta = optimizer_tensors(opt)
-        save_file({k: v.contiguous().cpu() for k, v in opt_tensors.items()}, str(tmp / "optimizer.safetensors"))
-        write_json(tmp / "state.json", {**state, "step": step, "optimizer": opt_meta})
         final = self.dir / name
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        atomic_write_text(self.dir / "latest.json", json.dumps({"step": step, "path": name}) + "\n")
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            opt_tensors, opt_meta = optimizer_tensors(opt)
+            sums = {"model.safetensors": save_tensors(tmp / "model.safetensors", model_tensors),
+                    "optimizer.safetensors": save_tensors(tmp / "optimizer.safetensors", opt_tensors)}
+            write_json(tmp / "state.json", {**state, "step": step, "optimizer": opt_meta, "sha256": sums})
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            atomic_write_text(self.dir / "latest.json", json.dumps({"step": step, "path": name}) + "\n")
+        except (OSError, WriteError) as exc:  # the previous checkpoint and latest.json are untouched
+            shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(exc, WriteError):
+                raise
+            raise write_error(final, exc) from None
         self._prune(self.dir)
         return final
 
@@ -128,7 +187,8 @@ class StageCheckpoints:
                                exclude_frozen_parameters=True)
         dist.barrier()  # every rank's shard is on disk
         if dist.is_main():
-            write_json(final / "state.json", {**state, "step": step})
+            sums = {f.name: sha256_bytes(f.read_bytes()) for f in sorted(final.iterdir()) if f.is_file()}
+            write_json(final / "state.json", {**state, "step": step, "sha256": sums})
             atomic_write_text(self.dir / "latest.json", json.dumps({"step": step, "path": f"ds/{name}"}) + "\n")
             self._prune(root)
         dist.barrier()
@@ -139,29 +199,57 @@ class StageCheckpoints:
             shutil.rmtree(old, ignore_errors=True)
 
     def latest(self) -> tuple[int, Path] | None:
+        """(step, folder) of the checkpoint to resume from: the one ``latest.json`` points to when it
+        verifies, else the newest earlier one that does (with a warning). None: no checkpoint yet.
+        Checkpoints exist but none verifies: a one-line DataError naming the latest."""
         pointer = self.dir / "latest.json"
         if not pointer.exists():
             return None
+        problems = []
         try:
-            info = json.loads(pointer.read_text())
-            path = self.dir / info["path"]
-            step = int(info["step"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise DataError(f"{pointer}: corrupt checkpoint pointer ({exc})") from None
-        if not (path / "state.json").exists():
-            raise DataError(f"{path}: checkpoint folder is incomplete")
-        return step, path
+            info = read_json(pointer, what="checkpoint pointer")
+            first = self.dir / info["path"]
+            int(info["step"])
+        except (KeyError, TypeError, ValueError, DataError) as exc:
+            problems.append(f"{pointer}: corrupt checkpoint pointer ({exc})")
+            first = None
+        candidates = ([first] if first is not None else []) + [p for p in self._steps() if p != first]
+        for path in candidates:
+            why = self.check(path)
+            if why is None:
+                if problems:
+                    log.warning("%s; resuming from the previous good checkpoint %s instead", problems[0], path)
+                return self.state(path)["step"], path
+            problems.append(why)
+        raise DataError(f"{problems[0]} (and no earlier checkpoint of stage {self.dir.name} verifies)")
+
+    def _steps(self) -> list[Path]:
+        """This stage's checkpoint folders, newest first."""
+        found = [p for p in [*self.dir.glob("step-*"), *(self.dir / "ds").glob("step-*")] if p.is_dir()]
+        return sorted(found, key=lambda p: int(p.name.split("-")[1]), reverse=True)
+
+    def check(self, path: Path) -> str | None:
+        """None when the checkpoint folder is complete and every file matches its recorded sha256."""
+        try:
+            state = self.state(path)
+            int(state["step"])
+        except (DataError, KeyError, TypeError, ValueError) as exc:
+            return f"{path}: incomplete or damaged checkpoint ({exc})"
+        for name, digest in (state.get("sha256") or {}).items():
+            why = verify_file(path / name, digest)
+            if why:
+                return why
+        return None
 
     def state(self, path: Path) -> dict[str, Any]:
         """The ``state.json`` of a checkpoint folder."""
-        try:
-            return json.loads((path / "state.json").read_text())
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path / 'state.json'}: corrupt checkpoint state ({exc})") from None
+        return read_json(path / "state.json", what="checkpoint state")
 
     def load(self, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any]]:
         state = self.state(path)
-        return load_tensors(path / "model.safetensors"), load_tensors(path / "optimizer.safetensors"), state
+        sums = state.get("sha256") or {}
+        return (load_tensors(path / "model.safetensors", sums.get("model.safetensors")),
+                load_tensors(path / "optimizer.safetensors", sums.get("optimizer.safetensors")), state)
 
     # -- stage completion --------------------------------------------------------------------
     def mark_done(self, files: dict[str, dict[str, torch.Tensor]], info: dict[str, Any]) -> None:
@@ -170,9 +258,8 @@ class StageCheckpoints:
         dist.barrier()  # every rank has looked at done() before it appears
         if dist.is_main():
             self.dir.mkdir(parents=True, exist_ok=True)
-            for name, tensors in files.items():
-                save_tensors(self.dir / name, tensors)
-            write_json(self.dir / "done.json", info)
+            sums = {name: save_tensors(self.dir / name, tensors) for name, tensors in files.items()}
+            write_json(self.dir / "done.json", {**info, "sha256": sums})
             for step_dir in self.dir.glob("step-*"):  # only needed to resume an unfinished stage
                 shutil.rmtree(step_dir, ignore_errors=True)
             shutil.rmtree(self.dir / "ds", ignore_errors=True)
@@ -184,4 +271,12 @@ class StageCheckpoints:
         return read_json(self.dir / "done.json", missing_ok=True, what="stage marker")
 
     def tensors(self, name: str = "final.safetensors") -> dict[str, torch.Tensor]:
-        return load_tensors(self.dir / name)
+        """A finished stage's weights file, verified against the sha256 its done.json records."""
+        return load_tensors(self.dir / name, self.checksum(name))
+
+    def checksum(self, name: str) -> str | None:
+        """The sha256 done.json records for ``name`` (None for a stage finished before checksums)."""
+        sums = (self.done() or {}).get("sha256")
+        if sums is not None and not isinstance(sums, dict):
+            raise DataError(f"{self.dir / 'done.json'}: 'sha256' is not a table of files (damaged?)")
+        return (sums or {}).get(name)

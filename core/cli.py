@@ -223,16 +223,31 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose)
     if int(os.environ.get("RANK", 0)) > 0:  # a launched rank other than 0: rank 0 speaks for the run
         logging.getLogger("mamba4net").setLevel(logging.WARNING)
+    return guarded(lambda: args.fn(args), debug=args.debug)
+
+
+LABELS = {"ConfigError": "config error", "DataError": "data error", "PluginError": "plugin error",
+          "WriteError": "write error", "BusyError": "busy", "ResultError": "result error"}
+
+
+def guarded(fn, debug: bool = False) -> int:
+    """``fn()``'s exit code; a platform error or a refused file operation is one line on stderr
+    (``--debug``: the traceback instead)."""
     from mamba4net.core.errors import Mamba4netError
 
     try:
-        return args.fn(args)
+        return fn()
     except Mamba4netError as err:
-        if args.debug:
+        if debug:
             raise
-        label = {"ConfigError": "config error", "DataError": "data error", "PluginError": "plugin error"}
-        print(f"mamba4net: {label.get(type(err).__name__, 'error')}: {err}", file=sys.stderr)
+        print(f"mamba4net: {LABELS.get(type(err).__name__, 'error')}: {err}", file=sys.stderr)
         return err.exit_code
+    except OSError as err:  # a file the system refused (permissions, disk full) outside the writers
+        if debug:
+            raise
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"mamba4net: file error: {where}{err.strerror or err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("mamba4net: interrupted; checkpoints written so far are kept (continue with --resume)", file=sys.stderr)
         return 130

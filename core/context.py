@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from mamba4net.core.checkpoint import StageCheckpoints, load_into
+from mamba4net.core.checkpoint import StageCheckpoints, load_into, verify_file
 from mamba4net.core.config import NODE_KINDS, LoadedConfig
 from mamba4net.core.errors import ConfigError, DataError, Mamba4netError, PluginError
 from mamba4net.core.method import Method, Stage
@@ -138,9 +138,29 @@ class RunContext:
         self._models.clear()
 
     def require_finished(self, stages: Sequence[str]) -> None:
+        """Each of ``stages`` has finished, and the weights it recorded exist and verify (checked
+        before any work starts: a damaged file is named in one line, not after minutes of work)."""
         for stage in stages:
             if self.finished(stage) is None:
                 raise Mamba4netError(f"{self.run.root}: stage '{stage}' has not finished in this run")
+        self.verify_finished(stages)
+
+    def verify_finished(self, stages: Sequence[str]) -> None:
+        """Every weights file that the finished ones among ``stages`` recorded exists and matches
+        its sha256 (a stage finished before checksums: exists). One DataError naming the first bad."""
+        by_name = {s.name: s for s in self.method.stages}
+        for stage in stages:
+            ckpt = self.checkpoints(stage)
+            done = ckpt.done()
+            if done is None or done.get("skipped"):
+                continue
+            for role in by_name[stage].writes:
+                name = self._weights_file(ckpt, done, by_name[stage], role)
+                digest = ckpt.checksum(name)
+                why = verify_file(ckpt.dir / name, digest) if digest else (
+                    None if (ckpt.dir / name).exists() else f"{ckpt.dir / name}: missing")
+                if why:
+                    raise DataError(f"{why}; stage '{stage}' must be run again (delete {ckpt.dir})")
 
 
 class MethodContext:

@@ -29,3 +29,21 @@ class TrainingError(Mamba4netError):
     """Training can't go on (e.g. a NaN loss); what was written so far is kept."""
 
     exit_code = 1
+
+
+class WriteError(Mamba4netError):
+    """A file could not be written (disk full, permission denied); the previous version is kept."""
+
+    exit_code = 1
+
+
+class BusyError(Mamba4netError):
+    """A run folder another live process is writing."""
+
+    exit_code = 2
+
+
+class ResultError(Mamba4netError):
+    """A run finished but a model's metric is NaN or infinite (results and report were written)."""
+
+    exit_code = 1

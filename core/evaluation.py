@@ -6,12 +6,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 
-from mamba4net.core.checkpoint import load_tensors, save_tensors
+from mamba4net.core.checkpoint import load_checked, save_checked, sidecar, verify_file
 from mamba4net.core.context import MethodContext
-from mamba4net.core.errors import DataError, PluginError
-from mamba4net.core.io import write_json
+from mamba4net.core.errors import DataError, PluginError, ResultError
+from mamba4net.core.io import read_json, write_json
 
 log = logging.getLogger("mamba4net")
 
@@ -33,7 +34,7 @@ def fitted_baseline(ctx, name: str, params):
     learned = hasattr(baseline, "state_dict") and hasattr(baseline, "load_state_dict")
     if learned and path.exists():
         try:
-            baseline.load_state_dict(load_tensors(path))
+            baseline.load_state_dict(load_checked(path, f"baseline {name}"))
         except RuntimeError as exc:
             raise DataError(f"{path}: does not fit baseline '{name}' ({str(exc).splitlines()[0]})") from None
         return baseline, 0.0
@@ -41,8 +42,38 @@ def fitted_baseline(ctx, name: str, params):
     baseline.fit(ctx.task)
     seconds = time.perf_counter() - t0
     if learned:
-        save_tensors(path, dict(baseline.state_dict()))
+        save_checked(path, dict(baseline.state_dict()), {"baseline": name})
     return baseline, seconds
+
+
+def verify_baselines(ctx) -> None:
+    """The run's fitted baseline weights that exist verify (checked before an evaluation starts)."""
+    folder = ctx.run.checkpoints / "baselines"
+    for path in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
+        info = read_json(sidecar(path), missing_ok=True, what="baseline record")
+        digest = (info or {}).get("sha256")
+        why = verify_file(path, digest) if isinstance(digest, str) else None
+        if why:
+            raise DataError(f"{why}; delete it to fit the baseline again")
+
+
+def non_finite(results: dict) -> list[str]:
+    """The models whose task metric is NaN or infinite (None in JSON, where NaN is written as null)."""
+    metric = results["metric"]
+    bad = []
+    for name, scores in results["models"].items():
+        value = scores.get(metric) if isinstance(scores, dict) else None
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            bad.append(name)
+    return bad
+
+
+def raise_if_not_finite(results: dict, where) -> None:
+    """The run's last word when a model scored NaN/inf: a non-zero exit naming it (all was written)."""
+    bad = results.get("non_finite") or []
+    if bad:
+        raise ResultError(f"{', '.join(bad)}: {results['metric']} is not finite (NaN or inf; flagged in {where} "
+                          "and shown last in the report); check the weights or the data")
 
 
 def _scores(task, predictor, split: str, details: dict, name: str) -> dict[str, float]:
@@ -93,12 +124,16 @@ def evaluate_all(ctx) -> dict:
         task_figures = getattr(task, "figures", None)
         if callable(task_figures):
             figures += task_figures(details, ctx.out.root)
+    bad = non_finite({"metric": task.metric, "models": models})
+    for name in bad:
+        log.warning("evaluate %s on %s: %s is %s", name, split, task.metric, models[name].get(task.metric))
     results = {
         "task": task.name,
         "split": split,
         "metric": task.metric,
         "higher_is_better": bool(task.higher_is_better),
         "models": models,
+        "non_finite": bad,
         "kinds": kinds,
         "method": ctx.method.name,
         "roles": role_facts(ctx),

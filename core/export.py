@@ -1,9 +1,10 @@
 """The deployable students: ``checkpoints/export/<role>.safetensors`` (encoder + backbone + head)
-for every deployed student role, written when the method's stages have finished."""
+and its ``<role>.json`` (sha256), for every deployed student role, written when the method's stages
+have finished."""
 
 from __future__ import annotations
 
-from mamba4net.core.checkpoint import save_tensors
+from mamba4net.core.checkpoint import save_checked
 
 
 def export_students(ctx) -> dict[str, dict]:
@@ -13,6 +14,6 @@ def export_students(ctx) -> dict[str, dict]:
     out = {}
     for role in ctx.deployed("student"):
         path = folder / f"{role.name}.safetensors"
-        save_tensors(path, ctx.model(role.name).state_dict())
+        save_checked(path, ctx.model(role.name).state_dict(), {"role": role.name})
         out[role.name] = {"file": str(path.relative_to(ctx.run.root)), "bytes": path.stat().st_size}
     return out

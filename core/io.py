@@ -1,12 +1,15 @@
-"""Files the platform writes and reads back: atomic writes, and JSON with one-line errors.
+"""Files the platform writes and reads back: atomic writes, checksums, and JSON with one-line errors.
 
 Every file is written atomically (temp file in the same folder + ``os.replace``), so a run killed at
-any instant leaves either the old or the new version of a file, never half of one. Every JSON file
-read back goes through :func:`read_json`, which names a missing or unreadable file in one line.
+any instant leaves either the old or the new version of a file, never half of one; a write the disk
+refuses (full, read-only) leaves the old version too and is one :class:`WriteError` line. Every JSON
+file read back goes through :func:`read_json`, which names a missing or unreadable file in one line.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import math
 import os
@@ -14,22 +17,46 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from mamba4net.core.errors import DataError
+from mamba4net.core.errors import DataError, WriteError
+
+CHUNK = 1 << 20
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_chunk(f, chunk: memoryview) -> None:
+    """One chunk of a file being written (the seam tests use to make the disk fail mid-file)."""
+    f.write(chunk)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """``data`` into ``path`` via a temp file and a rename; any failure leaves ``path`` as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            view = memoryview(data)
+            for start in range(0, len(view), CHUNK):
+                write_chunk(f, view[start:start + CHUNK])
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise write_error(path, exc) from None
         raise
+
+
+def write_error(path: Path, exc: OSError) -> WriteError:
+    """The one line for a write the system refused; says that the previous version is intact."""
+    reason = exc.strerror or errno.errorcode.get(exc.errno or 0, "") or str(exc)
+    return WriteError(f"{path}: cannot be written ({reason}); the previous version, if any, is unchanged")
 
 
 def atomic_write_text(path: Path, text: str) -> None:

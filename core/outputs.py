@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from mamba4net.core import distributed as dist
-from mamba4net.core.checkpoint import load_tensors, save_tensors
+from mamba4net.core.checkpoint import load_checked, save_checked
 from mamba4net.core.progress import progress_bar
 from mamba4net.core.protocols import Batch, ModelOutput, TaskData
 from mamba4net.core.seeding import move
@@ -67,14 +67,14 @@ def load_or_compute(path: Path, model, data: TaskData, device, keep_hidden: bool
     if taps:
         taps = expand(taps, tap_points(model))  # the names the cache keeps, not the patterns
     if path.exists():
-        cache = load_tensors(path)
+        cache = load_checked(path, "output cache")
         wanted = [PRED] + ([HIDDEN] if keep_hidden else []) + [TAP + t for t in taps]
         if all(k in cache for k in wanted) and len(cache[PRED]) == len(data):
             log.info("output cache: reusing %s", path)
             return cache
     cache = compute_outputs(model, data, device, keep_hidden, taps, progress=progress)
     if dist.is_main():
-        save_tensors(path, cache)
+        save_checked(path, cache, {"rows": len(data)})
     dist.barrier()
     return cache
 

@@ -18,9 +18,10 @@ from mamba4net.core.config import LoadedConfig, load_config
 from mamba4net.core.context import RunContext
 from mamba4net.core.efficiency import measure_efficiency
 from mamba4net.core.errors import ConfigError, Mamba4netError
-from mamba4net.core.evaluation import evaluate_all
+from mamba4net.core.evaluation import evaluate_all, raise_if_not_finite, verify_baselines
 from mamba4net.core.export import export_students
 from mamba4net.core.io import read_json, write_json
+from mamba4net.core.lock import run_lock
 from mamba4net.core.report import write_report
 from mamba4net.core.runs import RunDir, latest_run_dir, new_run_dir
 from mamba4net.core.runtime import apply_runtime
@@ -71,27 +72,30 @@ def run_pipeline(loaded: LoadedConfig, run_root: Path, resume: bool = False, reg
         for key in changed:
             if not key.startswith("runtime.progress"):
                 log.warning("--resume: %s changed since the run started", key)
-    dist.barrier()  # every rank has checked the folder before rank 0 writes into it
-    if dist.is_main():
-        run.create()
-        run.write_config(resolved)
-    dist.barrier()
     ctx = RunContext(loaded, registry, run=run, out=run, resume=resume, device=device)
-    if resume:
+    if resume:  # what the finished stages wrote verifies, before any work
         ctx.results = read_json(run.results_path, missing_ok=True) or {}
-    method = loaded.method
-    log.info("run %s: method %s (%s) on %s", run.root, method.name, method.describe(), device)
-    t0 = time.perf_counter()
-    run_stages(ctx)  # every rank: training is collective under DeepSpeed
-    if not dist.is_main():
-        return run  # export, evaluation, benchmark and what they write are rank 0's
-    ctx.results["exports"] = export_students(ctx)
-    evaluate_all(ctx)
-    if loaded.cfg.benchmark.enabled:
-        measure_efficiency(ctx)
-    ctx.results.setdefault("timing", {})["total_seconds"] = round(time.perf_counter() - t0, 1)
-    write_json(run.results_path, ctx.results)
-    write_report(run, ctx.results, run.read_metrics(), f"Run {loaded.cfg.name}")
+        ctx.verify_finished(loaded.method.stage_names)
+    dist.barrier()  # every rank has checked the folder before rank 0 writes into it
+    with run_lock(run.root, "run"):
+        if dist.is_main():
+            run.create()
+            run.write_config(resolved)
+        dist.barrier()
+        method = loaded.method
+        log.info("run %s: method %s (%s) on %s", run.root, method.name, method.describe(), device)
+        t0 = time.perf_counter()
+        run_stages(ctx)  # every rank: training is collective under DeepSpeed
+        if not dist.is_main():
+            return run  # export, evaluation, benchmark and what they write are rank 0's
+        ctx.results["exports"] = export_students(ctx)
+        evaluate_all(ctx)
+        if loaded.cfg.benchmark.enabled:
+            measure_efficiency(ctx)
+        ctx.results.setdefault("timing", {})["total_seconds"] = round(time.perf_counter() - t0, 1)
+        write_json(run.results_path, ctx.results)
+        write_report(run, ctx.results, run.read_metrics(), f"Run {loaded.cfg.name}")
+    raise_if_not_finite(ctx.results, run.results_path)
     return run
 
 
@@ -112,14 +116,17 @@ def evaluate_run(run_root: str | Path, overrides: list[str] | None = None, regis
     loaded = load_config(run.config_path, overrides, registry=registry)
     device = apply_runtime(loaded)
     ctx = RunContext(loaded, registry, run=run, out=run, device=device)
-    ctx.require_finished(loaded.method.stage_names)
-    for role in ctx.deployed():  # every weight file loads before anything is written
-        ctx.model(role.name)
-    ctx.out = out = RunDir(new_run_dir(run.root / "evaluations", "eval")).create()
-    out.write_config(loaded.resolved())
-    evaluate_all(ctx)
-    if loaded.cfg.benchmark.enabled if bench is None else bench:
-        measure_efficiency(ctx)
-    write_json(out.results_path, ctx.results)
-    write_report(out, ctx.results, [], f"Evaluation of {run.root.name}")
+    with run_lock(run.root, "evaluate"):
+        ctx.require_finished(loaded.method.stage_names)  # every weights file exists and verifies
+        verify_baselines(ctx)
+        for role in ctx.deployed():  # and loads, before anything is written
+            ctx.model(role.name)
+        ctx.out = out = RunDir(new_run_dir(run.root / "evaluations", "eval")).create()
+        out.write_config(loaded.resolved())
+        evaluate_all(ctx)
+        if loaded.cfg.benchmark.enabled if bench is None else bench:
+            measure_efficiency(ctx)
+        write_json(out.results_path, ctx.results)
+        write_report(out, ctx.results, [], f"Evaluation of {run.root.name}")
+    raise_if_not_finite(ctx.results, out.results_path)
     return out

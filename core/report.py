@@ -15,6 +15,7 @@ from mamba4net.core.bench.plots import plot_all
 from mamba4net.core.bench.tables import latency_table, setup_line, size_table, skipped_list, throughput_table
 from mamba4net.core.errors import DataError, Mamba4netError
 from mamba4net.core.io import atomic_write_text, read_json
+from mamba4net.core.lock import run_lock
 from mamba4net.core.plotting import pyplot
 from mamba4net.core.runs import RunDir
 
@@ -57,7 +58,10 @@ def results_table(results: dict) -> str:
     keys = [metric] + sorted({k for m in models.values() for k in m} - {metric})
     lines = ["| model | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for name in order:
-        lines.append(f"| {name} | " + " | ".join(_fmt(models[name].get(k, "")) for k in keys) + " |")
+        cells = [_fmt(models[name].get(k, "")) for k in keys]
+        if not _finite(models[name].get(metric)):
+            cells[0] = "**not finite**"
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -188,13 +192,17 @@ def plot_models(results: dict, path: Path) -> bool:
     plt = pyplot()
 
     metric, models = results["metric"], results.get("models", {})
-    names = [n for n in ranked(results) if _finite(models[n].get(metric))]
-    if not names:
+    names = ranked(results)
+    values = [models[n].get(metric) if _finite(models[n].get(metric)) else 0.0 for n in names]
+    if not any(_finite(models[n].get(metric)) for n in names):
         return False
     kind = kinds(results)
     colors = [KIND_COLORS.get(kind[n], "tab:gray") for n in names]
     fig, ax = plt.subplots(figsize=(6, max(3.5, 0.35 * len(names) + 1)))
-    ax.barh(names, [models[n][metric] for n in names], color=colors)
+    ax.barh(names, values, color=colors)
+    for i, n in enumerate(names):
+        if not _finite(models[n].get(metric)):  # ranked() put it last
+            ax.text(0, i, " not finite", va="center", color="tab:red")
     ax.invert_yaxis()
     ax.set_xlabel(f"{metric} ({'higher' if results['higher_is_better'] else 'lower'} is better)")
     ax.set_title(f"{results['task']} on {results['split']}")
@@ -260,5 +268,10 @@ def render_report(run_root: str | Path) -> Path:
     missing = [k for k in REQUIRED_RESULTS_KEYS if k not in results]
     if missing:
         raise DataError(f"{run.results_path}: missing keys {', '.join(missing)}")
+    models = results["models"]
+    if not isinstance(models, dict) or not all(isinstance(v, dict) for v in models.values()):
+        raise DataError(f"{run.results_path}: 'models' is not a table of models (damaged?)")
+    read_json(run.root / "bench.json", missing_ok=True, what="bench results")  # readable, before writing
     title = f"Run {run.root.name}"
-    return write_report(run, results, run.read_metrics(), title, replot=True)
+    with run_lock(run.root, "report"):
+        return write_report(run, results, run.read_metrics(), title, replot=True)

@@ -24,7 +24,7 @@ from mamba4net.core.method import Stage
 from mamba4net.core.seeding import stream_seed
 
 # done.json keys that core writes; a stage's own record may not set them
-RECORD_KEYS = ("stage", "writes")
+RECORD_KEYS = ("stage", "writes", "sha256")
 
 log = logging.getLogger("mamba4net")
 

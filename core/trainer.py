@@ -18,7 +18,6 @@ last one. A resumed stage takes the best at or before its checkpoint from ``best
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -29,13 +28,13 @@ from torch import Tensor, nn
 
 from mamba4net.core import distributed as dist
 from mamba4net.core.checkpoint import (
-    StageCheckpoints, load_into, load_tensors, restore_optimizer, save_tensors, trainable_state,
+    StageCheckpoints, load_checked, load_into, restore_optimizer, save_checked, sidecar, trainable_state,
 )
 from mamba4net.core.schema import RuntimeParams, TrainParams
 from mamba4net.core.errors import DataError, TrainingError
 from mamba4net.core.progress import progress_bar
 from mamba4net.core.protocols import Batch, TaskData
-from mamba4net.core.io import write_json
+from mamba4net.core.io import read_json, write_json
 from mamba4net.core.runs import RunDir
 from mamba4net.core.seeding import batch_indices, move, stream_seed
 
@@ -305,7 +304,7 @@ class Trainer:
             last.update(self._validate(self.p.steps))
         if self.best is not None and self.best["step"] != self.p.steps:
             path = self.ckpt.dir / self.best["file"]
-            load_into(self.module, load_tensors(path), path)
+            load_into(self.module, load_checked(path, "best weights"), path)
             log.info("stage %s: kept the weights of step %d (%s %.4g) over the last step's",
                      self.stage, self.best["step"], self.select[0], self.best["value"])
         if self.best is not None:
@@ -342,20 +341,21 @@ class Trainer:
         previous = self.best
         self.best = {"step": step, "value": float(value), "file": f"best-{step}.safetensors"}
         self.ckpt.dir.mkdir(parents=True, exist_ok=True)
-        save_tensors(self.ckpt.dir / self.best["file"], trainable_state(self.module))
+        save_checked(self.ckpt.dir / self.best["file"], trainable_state(self.module), {"step": step})
         write_json(self.ckpt.dir / "best.json", {**self.best, "previous": previous})  # the pointer, last
         keep = {self.best["file"], previous["file"] if previous else None}
         for old in self.ckpt.dir.glob("best-*.safetensors"):
             if old.name not in keep:
                 old.unlink()
+                sidecar(old).unlink(missing_ok=True)
 
     def _best_at_or_before(self, step: int) -> dict | None:
         """The best validation recorded at or before ``step`` (a later one was not checkpointed)."""
-        path = self.ckpt.dir / "best.json"
-        if not path.exists():
+        info = read_json(self.ckpt.dir / "best.json", missing_ok=True, what="best-validation record")
+        if info is None:
             return None
+        path = self.ckpt.dir / "best.json"
         try:
-            info = json.loads(path.read_text())
             for cand in (info, info.get("previous")):
                 if cand and cand["step"] <= step:
                     return {k: cand[k] for k in ("step", "value", "file")}
@@ -368,7 +368,10 @@ class Trainer:
             self._fail(step, torch.tensor(gnorm), {"grad_norm": gnorm})
 
     def _fail(self, step: int, loss: Tensor, parts: dict[str, float]) -> None:
-        found = self.ckpt.latest()
+        try:
+            found = self.ckpt.latest()
+        except DataError as exc:
+            found = (None, f"(damaged: {exc})")
         where = f"last checkpoint {found[1]}" if found else "no checkpoint of this stage yet"
         detail = ", ".join(f"{k}={v:.4g}" for k, v in parts.items())
         raise TrainingError(

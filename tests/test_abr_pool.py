@@ -60,7 +60,7 @@ def test_save_load_roundtrip_and_errors(task, tmp_path):
         ExperiencePool.load(path)
     pool.save(path)
     path.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(DataError, match=r"p\.safetensors: unreadable"):
+    with pytest.raises(DataError, match=r"p\.safetensors: damaged"):
         ExperiencePool.load(path)
     pool.rewards[0, 0] = np.nan
     pool.save(path)

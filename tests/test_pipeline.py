@@ -174,5 +174,5 @@ def test_corrupt_checkpoint_is_named(tmp_path, tiny_config, m4n_registry):
     run = run_pipeline(validate_data(tiny_config, registry=m4n_registry), tmp_path / "run", registry=m4n_registry)
     final = run.checkpoints / "distill" / "final.safetensors"
     final.write_bytes(b"\x00garbage" * 10)
-    with pytest.raises(DataError, match=r"distill/final\.safetensors: unreadable checkpoint"):
+    with pytest.raises(DataError, match=r"distill/final\.safetensors: damaged"):
         evaluate_run(run.root, registry=m4n_registry)

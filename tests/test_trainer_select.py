@@ -56,7 +56,7 @@ def test_keeps_the_best_validation_weights(tmp_path):
     assert info["step"] == 4 and info["value"] == 1.0 and info["previous"]["step"] == 2
     assert final["best_value"] == 1.0
     assert sorted(p.name for p in (tmp_path / "checkpoints" / "distill").glob("best-*")) == [
-        "best-2.safetensors", "best-4.safetensors"]
+        "best-2.json", "best-2.safetensors", "best-4.json", "best-4.safetensors"]  # weights + checksum
 
 
 def test_higher_is_better_and_off(tmp_path):
@@ -95,7 +95,7 @@ def test_corrupt_best_record_is_one_line(tmp_path):
     trainer.fit()
     (tmp_path / "checkpoints" / "distill" / "best.json").write_text("{not json")
     trainer, _, _ = _trainer(tmp_path, [1.0, 2.0, 3.0], steps=8)
-    with pytest.raises(DataError, match=r"best\.json: unreadable"):
+    with pytest.raises(DataError, match=r"best\.json: not valid JSON"):
         trainer.fit(resume=True)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from contextlib import nullcontext
 from pathlib import Path
 
 from mamba4net.core.bench.plan import deployed_roles, make_plan
@@ -14,6 +15,7 @@ from mamba4net.core.config import load_config
 from mamba4net.core.context import RunContext
 from mamba4net.core.errors import ConfigError, Mamba4netError
 from mamba4net.core.io import read_json, write_json
+from mamba4net.core.lock import run_lock
 from mamba4net.core.report import render_report
 from mamba4net.core.runs import RunDir, new_run_dir
 from mamba4net.core.runtime import apply_runtime
@@ -45,16 +47,18 @@ def bench_target(target: str | Path, overrides: list[str] | None = None, out: st
     source = {"config": str(run.config_path if run else path), "run_dir": str(run.root) if run else None,
               "weights": "the run's finished stages" if run else "built from the config (untrained)",
               "overrides": list(overrides or [])}
-    with tempfile.TemporaryDirectory(prefix="mamba4net-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="mamba4net-bench-") as tmp, \
+            (run_lock(run.root, "bench") if run else nullcontext()):
         ctx = RunContext(loaded, registry, run=run or RunDir(tmp), out=RunDir(out_dir), device=device)
         plan = make_plan(loaded.cfg.benchmark, known=deployed_roles(ctx if run else loaded.method), **(plan_args or {}))
         if run is not None:  # every stage that writes a measured role has finished
             ctx.require_finished([s.name for r in plan.roles for s in loaded.method.writers(r)])
+            read_json(run.results_path, missing_ok=True)  # readable before minutes of measuring
         out_dir.mkdir(parents=True, exist_ok=True)
         bench = measure_all(ctx, plan, scratch=out_dir, source=source)
-    write_bench(out_dir, bench)
-    if run is not None and out_dir.resolve() == run.root.resolve():
-        _merge_into_run(run, bench)
+        write_bench(out_dir, bench)
+        if run is not None and out_dir.resolve() == run.root.resolve():
+            _merge_into_run(run, bench)
     return out_dir, bench
 
 
