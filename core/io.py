@@ -26,8 +26,8 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def write_chunk(f, chunk: memoryview) -> None:
-    """One chunk of a file being written (the seam tests use to make the disk fail mid-file)."""
+def write_chunk(f, chunk: memoryview, tmp: str) -> None:
+    """One chunk of the temp file ``tmp`` being written (where tests make the disk fail mid-file)."""
     f.write(chunk)
 
 
@@ -41,7 +41,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as f:
             view = memoryview(data)
             for start in range(0, len(view), CHUNK):
-                write_chunk(f, view[start:start + CHUNK])
+                write_chunk(f, view[start:start + CHUNK], tmp)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

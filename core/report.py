@@ -36,6 +36,11 @@ def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _metric_cell(scores: dict, metric: str) -> str:
+    value = scores.get(metric)
+    return _fmt(value) if _finite(value) else ("**not finite**" if metric in scores else "")
+
+
 def ranked(results: dict) -> list[str]:
     """Model names best first by the metric; those without a finite value last, in their order."""
     metric, models = results["metric"], results.get("models", {})
@@ -58,9 +63,7 @@ def results_table(results: dict) -> str:
     keys = [metric] + sorted({k for m in models.values() for k in m} - {metric})
     lines = ["| model | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for name in order:
-        cells = [_fmt(models[name].get(k, "")) for k in keys]
-        if not _finite(models[name].get(metric)):
-            cells[0] = "**not finite**"
+        cells = [_metric_cell(models[name], metric)] + [_fmt(models[name].get(k, "")) for k in keys[1:]]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -118,7 +121,7 @@ def comparison_table(results: dict) -> str:
     head = [metric, "size / teacher"] + [f"throughput / teacher, L={n}" for n in lens]
     lines = ["| model | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
     for name in ranked(results):
-        cells = [_fmt(models[name].get(metric, ""))]
+        cells = [_metric_cell(models[name], metric)]
         if name == teacher:
             cells += ["1"] + ["1x"] * len(lens)
         elif name in by_student:
