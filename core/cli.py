@@ -230,6 +230,11 @@ LABELS = {"ConfigError": "config error", "DataError": "data error", "PluginError
           "WriteError": "write error", "BusyError": "busy", "ResultError": "result error"}
 
 
+def one_line(text: str) -> str:
+    """``text`` with newlines and other control characters escaped (a key may hold any of them)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def guarded(fn, debug: bool = False) -> int:
     """``fn()``'s exit code; a platform error or a refused file operation is one line on stderr
     (``--debug``: the traceback instead)."""
@@ -240,13 +245,13 @@ def guarded(fn, debug: bool = False) -> int:
     except Mamba4netError as err:
         if debug:
             raise
-        print(f"mamba4net: {LABELS.get(type(err).__name__, 'error')}: {err}", file=sys.stderr)
+        print(f"mamba4net: {LABELS.get(type(err).__name__, 'error')}: {one_line(str(err))}", file=sys.stderr)
         return err.exit_code
     except OSError as err:  # a file the system refused (permissions, disk full) outside the writers
         if debug:
             raise
         where = f"{err.filename}: " if err.filename else ""
-        print(f"mamba4net: file error: {where}{err.strerror or err}", file=sys.stderr)
+        print(f"mamba4net: file error: {one_line(where + str(err.strerror or err))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("mamba4net: interrupted; checkpoints written so far are kept (continue with --resume)", file=sys.stderr)

@@ -52,12 +52,20 @@ class ExperiencePool:
     def load(cls, path: str | Path) -> "ExperiencePool":
         arrays, info = load_arrays(path, ARRAYS, FORMAT, "experience pool")
         path = Path(path).with_suffix(".safetensors")
+        side = path.with_suffix(".json")
+        lists = {k: info.get(k) for k in ("policy", "trace")}
+        bad = [k for k, v in lists.items() if not isinstance(v, list)]
+        if bad or not isinstance(info.get("meta", {}), dict):
+            raise DataError(f"{side}: experience-pool record lacks a list of {bad[0] if bad else 'meta'}")
+        if arrays["actions"].ndim != 2:
+            raise DataError(f"{path}: experience-pool arrays disagree in shape")
         E, T = arrays["actions"].shape
-        if arrays["states"].shape[:2] != (E, T) or arrays["rewards"].shape != (E, T) or len(info["policy"]) != E:
+        if (arrays["states"].shape[:2] != (E, T) or arrays["rewards"].shape != (E, T)
+                or arrays["dones"].shape != (E, T) or len(lists["policy"]) != E or len(lists["trace"]) != E):
             raise DataError(f"{path}: experience-pool arrays disagree in shape")
         if not np.isfinite(arrays["rewards"]).all() or not np.isfinite(arrays["states"]).all():
             raise DataError(f"{path}: experience pool holds non-finite values")
-        return cls(**arrays, policy=list(info["policy"]), trace=list(info["trace"]), meta=info.get("meta", {}))
+        return cls(**arrays, **lists, meta=info.get("meta", {}))
 
 
 class EpsilonGreedy:
