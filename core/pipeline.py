@@ -11,8 +11,6 @@ import logging
 import time
 from pathlib import Path
 
-import yaml
-
 from mamba4net.core import distributed as dist
 from mamba4net.core.config import LoadedConfig, load_config
 from mamba4net.core.context import RunContext
@@ -27,6 +25,7 @@ from mamba4net.core.runs import RunDir, latest_run_dir, new_run_dir
 from mamba4net.core.runtime import apply_runtime
 from mamba4net.core.schema import migrate_strategy
 from mamba4net.core.stages import run_stages
+from mamba4net.core.yamlio import read_yaml
 
 log = logging.getLogger("mamba4net")
 
@@ -62,7 +61,7 @@ def run_pipeline(loaded: LoadedConfig, run_root: Path, resume: bool = False, reg
     if run.config_path.exists():
         if not resume:
             raise Mamba4netError(f"{run.root} already holds a run: pass --resume to continue it, or another --out")
-        previous = migrate_strategy(yaml.safe_load(run.config_path.read_text()))  # a run from before methods
+        previous = migrate_strategy(read_yaml(run.config_path)[0])  # a run from before methods
         changed = _diff(previous, resolved)
         # what the models are may not change; how they are trained and run may (e.g. a lower lr
         # after a NaN, another device), at the price of an exact replay
