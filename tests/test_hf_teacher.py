@@ -405,6 +405,14 @@ def test_gguf_file_is_converted_once(tmp_path, monkeypatch):
     again = build_teacher(HFTeacherParams(model=str(tmp_path / "tiny.gguf"), num_layers=1))
     assert again.num_layers == 1
 
+    # the cache records its weights' checksums; a damaged file is named, with how to rebuild
+    (weights,) = cached.glob("*.safetensors")
+    data = bytearray(weights.read_bytes())
+    data[-100:] = bytes(100)
+    weights.write_bytes(bytes(data))
+    with pytest.raises(loading.TeacherLoadError, match=r"model\.safetensors: damaged .*delete .* to rebuild"):
+        build_teacher(HFTeacherParams(model=str(tmp_path / "tiny.gguf")))
+
 
 def test_killed_conversion_leaves_no_half_cache(tmp_path, monkeypatch):
     from transformers import PreTrainedModel

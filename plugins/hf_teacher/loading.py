@@ -111,8 +111,36 @@ def resolve_model_dir(model: str) -> Path | None:
 
 
 def is_complete_cache(path: Path) -> bool:
-    """A cache directory is complete iff it exists: it only appears by an atomic rename."""
-    return (path / "config.json").is_file() and (path / SOURCE_MARKER).is_file()
+    """A cache directory is complete iff it exists (it only appears by an atomic rename); a
+    complete one must also still match the checksums recorded when it was written."""
+    if not ((path / "config.json").is_file() and (path / SOURCE_MARKER).is_file()):
+        return False
+    verify_cache(path)
+    return True
+
+
+_verified: set[tuple[str, int, int]] = set()  # (file, mtime, size) already hashed in this process
+
+
+def verify_cache(path: Path) -> None:
+    """Every weights file of a converted cache has the sha256 its marker recorded (a cache written
+    before checksums has none to check). A mismatch names the file and how to rebuild."""
+    from mamba4net.core.io import read_json, sha256_bytes
+
+    sums = read_json(path / SOURCE_MARKER, what="teacher cache record").get("sha256") or {}
+    for name, digest in sums.items():
+        file = path / name
+        try:
+            st = file.stat()
+        except OSError:
+            raise TeacherLoadError(f"{file}: missing from the teacher cache; delete {path} to rebuild it") from None
+        key = (str(file), st.st_mtime_ns, st.st_size)
+        if key in _verified:
+            continue
+        if sha256_bytes(file.read_bytes()) != digest:
+            raise TeacherLoadError(f"{file}: damaged (its sha256 differs from the one recorded when the cache was "
+                                   f"written); delete {path} to rebuild it")
+        _verified.add(key)
 
 
 def convert_gguf(gguf_path: Path, target: Path) -> Path:
@@ -159,6 +187,7 @@ def convert_gguf(gguf_path: Path, target: Path) -> Path:
             "source": str(gguf_path),
             "source_size": gguf_path.stat().st_size,
             "format": 1,
+            "sha256": {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(tmp.glob("*.safetensors"))},
             "note": "dequantized to float32 by mamba4net.plugins.hf_teacher; delete to rebuild",
         }
         (tmp / SOURCE_MARKER).write_text(json.dumps(marker, indent=2))
