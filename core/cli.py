@@ -128,17 +128,21 @@ def cmd_plugins(args) -> int:
 
     reg = default_registry()
     if args.json:
+        components = {k: {c.name: c.owner for c in reg.kind(k).items()} for k in KINDS}
         data = {
             "plugins": {n: vars(p) for n, p in reg.plugins.items()},
-            "components": {k: {c.name: c.owner for c in reg.kind(k).items()} for k in KINDS},
+            "failed": {n: {**vars(f), "provides": sorted(f.provides)} for n, f in reg.failed.items()},
+            "components": components,
         }
         print(json.dumps(data, indent=2))
         return 0
+    kinds = {k: reg.kind(k).items() for k in KINDS}  # collects the components (a hook may fail)
     print("plugins:")
     for name, info in sorted(reg.plugins.items()):
         print(f"  {name:<16} {info.distribution} {info.version}  ({info.module})")
-    for kind in KINDS:
-        items = reg.kind(kind).items()
+    for name, failed in sorted(reg.failed.items()):
+        print(f"  {name:<16} FAILED  {failed.distribution} {failed.version}  ({failed.module}): {failed.reason}")
+    for kind, items in kinds.items():
         print(f"{kind}:")
         if not items:
             print("  (none)")
@@ -230,15 +234,10 @@ LABELS = {"ConfigError": "config error", "DataError": "data error", "PluginError
           "WriteError": "write error", "BusyError": "busy", "ResultError": "result error"}
 
 
-def one_line(text: str) -> str:
-    """``text`` with newlines and other control characters escaped (a key may hold any of them)."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
 def guarded(fn, debug: bool = False) -> int:
     """``fn()``'s exit code; a platform error or a refused file operation is one line on stderr
     (``--debug``: the traceback instead)."""
-    from mamba4net.core.errors import Mamba4netError
+    from mamba4net.core.errors import Mamba4netError, one_line
 
     try:
         return fn()

@@ -1,6 +1,11 @@
 """Errors the CLI turns into one clear line (exit code 2 for user input problems)."""
 
 
+def one_line(text: str) -> str:
+    """``text`` with newlines and other control characters escaped (a key may hold any of them)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class Mamba4netError(Exception):
     """Base class: the message is shown to the user as one line, without a traceback."""
 

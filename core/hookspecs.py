@@ -35,6 +35,11 @@ What each kind's factory is called with and must return is written in each spec.
 returned objects satisfy are in :mod:`mamba4net.core.protocols`.
 
 Contract: hook arguments are only ever added, never removed or renamed.
+
+A plugin module declares the plugin API it was written for with ``MAMBA4NET_API = 1`` (the value of
+:data:`PLUGIN_API` it was built against). The API number changes only when a hook or a contract
+changes incompatibly; a plugin that declares another number is refused, by name, and the others
+keep working. A plugin that declares nothing is loaded as written for the current API.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from typing import Any, Callable, Protocol
 import pluggy
 
 PROJECT = "mamba4net"
+PLUGIN_API = 1  # the plugin API this core provides (see the module docstring)
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 

@@ -72,6 +72,7 @@ class ComponentRegistry:
         self.kind = kind
         self.noun = KINDS[kind]
         self._items: dict[str, Component] = {}
+        self.failed: dict[str, Any] = {}  # plugins set aside by the registry (name -> FailedPlugin)
 
     def add(self, component: Component) -> None:
         name = component.name
@@ -117,7 +118,13 @@ class ComponentRegistry:
         close = difflib.get_close_matches(str(name), known, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         listing = ", ".join(known) if known else "none (is the plugin installed and enabled?)"
-        return f"unknown {self.noun} '{name}'{hint} known {self.kind}: {listing}"
+        message = f"unknown {self.noun} '{name}'{hint} known {self.kind}: {listing}"
+        owner = [f for f in self.failed.values() if f"{self.kind}:{name}" in f.provides]
+        if owner:
+            return f"{self.noun} '{name}' comes from {owner[0].describe()}"
+        if self.failed:
+            return message + "; plugins that failed to load: " + "; ".join(f.describe() for f in self.failed.values())
+        return message
 
     def names(self) -> list[str]:
         return sorted(self._items)

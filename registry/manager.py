@@ -4,6 +4,11 @@ Built-in plugins are entry points of this distribution, loaded exactly like a th
 ``MAMBA4NET_DISABLE_PLUGINS=a,b`` skips plugins by entry-point name; ``MAMBA4NET_LOAD_PLUGINS=a,b``
 loads only those (an allow-list). Plugins can also be added programmatically (tests, notebooks)
 with :meth:`Registry.add_plugin` before the first lookup.
+
+An installed plugin that fails to import, declares another plugin API (``MAMBA4NET_API``), or raises
+inside one of its register hooks is set aside: it is listed in :attr:`Registry.failed` with its
+distribution and a one-line reason, none of its components is registered, and every other plugin
+keeps working. A config that names a component nobody registered mentions the failed plugins.
 """
 
 from __future__ import annotations
@@ -11,13 +16,13 @@ from __future__ import annotations
 import importlib.metadata as md
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import pluggy
 
 from mamba4net.core import hookspecs
-from mamba4net.core.errors import PluginError
+from mamba4net.core.errors import PluginError, one_line
 from mamba4net.registry.components import KINDS, Component, ComponentRegistry
 
 ENTRY_POINT_GROUP = "mamba4net"
@@ -30,6 +35,21 @@ class PluginInfo:
     module: str
     distribution: str  # the distribution that provides it ("-" when added by hand)
     version: str
+
+
+@dataclass
+class FailedPlugin:
+    """An installed plugin set aside, and why (one line)."""
+
+    name: str
+    module: str
+    distribution: str
+    version: str
+    reason: str
+    provides: set[str] = field(default_factory=set)  # "kind:name" it registered before failing
+
+    def describe(self) -> str:
+        return f"plugin '{self.name}' ({self.distribution} {self.version}) {self.reason}"
 
 
 def _env_list(var: str) -> set[str] | None:
@@ -46,6 +66,7 @@ class Registry:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.plugins: dict[str, PluginInfo] = {}
+        self.failed: dict[str, FailedPlugin] = {}
         self._kinds: dict[str, ComponentRegistry] | None = None
         if load_entry_points:
             self._load_entry_points()
@@ -63,18 +84,30 @@ class Registry:
                 raise PluginError(
                     f"two distributions declare the plugin '{ep.name}': '{other}' and '{dist}'"
                 )
+            dist = ep.dist
+            info = PluginInfo(ep.name, ep.value, dist.name if dist else "-", dist.version if dist else "-")
             try:
                 module = ep.load()
-            except Exception as exc:  # a broken third-party plugin must be named, not crash
-                raise PluginError(
-                    f"plugin '{ep.name}' ({ep.value}) failed to import: {type(exc).__name__}: {exc}"
-                ) from exc
-            dist = ep.dist
-            self._register(
-                ep.name,
-                module,
-                PluginInfo(ep.name, ep.value, dist.name if dist else "-", dist.version if dist else "-"),
-            )
+            except Exception as exc:  # a broken third-party plugin is named and set aside
+                self._set_aside(info, f"failed to import: {type(exc).__name__}: {one_line(str(exc))}")
+                continue
+            api = getattr(module, "MAMBA4NET_API", hookspecs.PLUGIN_API)
+            if api != hookspecs.PLUGIN_API:
+                self._set_aside(info, f"was written for plugin API {api!r}; this mamba4net provides API "
+                                      f"{hookspecs.PLUGIN_API} (update the plugin or mamba4net)")
+                continue
+            try:
+                self._register(ep.name, module, info)
+            except PluginError as exc:
+                self._set_aside(info, f"cannot be registered: {exc}")
+
+    def _set_aside(self, info: PluginInfo, reason: str, provides: set[str] | None = None) -> None:
+        failed = FailedPlugin(info.name, info.module, info.distribution, info.version, reason, provides or set())
+        self.failed[info.name] = failed
+        self.plugins.pop(info.name, None)
+        if self.pm.has_plugin(info.name):
+            self.pm.unregister(name=info.name)
+        log.warning("%s; its components are unavailable, the other plugins work", failed.describe())
 
     def add_plugin(self, plugin: Any, name: str | None = None) -> None:
         """Register a plugin object or module by hand (tests, notebooks)."""
@@ -101,26 +134,37 @@ class Registry:
         for impl in self.pm.hook.mamba4net_register_strategies.get_hookimpls():
             log.warning("plugin '%s' implements mamba4net_register_strategies, which is deprecated and ignored: "
                         "register a method (mamba4net_register_methods) instead", impl.plugin_name)
+        # every plugin's registrations are staged first: a plugin whose hook raises is set aside
+        # whole (nothing it registered in any kind stays), the others are added as usual
+        staged: list[tuple[str, str, list[Component]]] = []  # (kind, plugin, components), in order
+        broken: dict[str, str] = {}  # plugin -> why (its other hooks still run: what it provides)
         for kind, reg in kinds.items():
             caller = getattr(self.pm.hook, f"mamba4net_register_{kind}")
-            # call each implementation with a register() bound to its plugin, so every component
-            # knows its owner (for duplicate errors and `mamba4net plugins`)
             for impl in reversed(caller.get_hookimpls()):
+                owner, found = impl.plugin_name, []
+                staged.append((kind, owner, found))
                 try:
-                    impl.function(register=self._make_register(reg, impl.plugin_name))
-                except PluginError:
-                    raise
-                except Exception as exc:  # name the plugin whose hook broke
-                    raise PluginError(
-                        f"plugin '{impl.plugin_name}' failed in mamba4net_register_{kind}: "
-                        f"{type(exc).__name__}: {exc}"
-                    ) from exc
+                    impl.function(register=self._make_register(reg, owner, found))
+                except Exception as exc:  # name the plugin whose hook broke; keep the others
+                    why = f"failed in mamba4net_register_{kind}: {type(exc).__name__}: {one_line(str(exc))}"
+                    if owner not in self.plugins or self.plugins[owner].distribution == "-":
+                        raise PluginError(f"plugin '{owner}' {why}") from exc
+                    broken.setdefault(owner, why)
+        for owner, why in broken.items():
+            provides = {f"{k}:{c.name}" for k, p, cs in staged if p == owner for c in cs}
+            self._set_aside(self.plugins[owner], why, provides)
+        for kind, owner, found in staged:
+            if owner not in self.failed:
+                for component in found:
+                    kinds[kind].add(component)
+        for kind, reg in kinds.items():
+            reg.failed = {name: f for name, f in self.failed.items()}
         return kinds
 
     @staticmethod
-    def _make_register(reg: ComponentRegistry, owner: str) -> Callable[..., None]:
+    def _make_register(reg: ComponentRegistry, owner: str, into: list[Component]) -> Callable[..., None]:
         def register(name: str, factory: Callable[..., Any], params: type | None = None, **meta: Any):
-            reg.add(Component(reg.kind, name, factory, params, owner, meta))
+            into.append(Component(reg.kind, name, factory, params, owner, meta))
 
         return register
 

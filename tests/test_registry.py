@@ -113,14 +113,100 @@ def test_third_party_entry_point(tmp_path, monkeypatch):
     sys.modules.pop("m4n_thirdparty.plugin", None)
 
 
-def test_plugin_import_failure_is_named(tmp_path, monkeypatch):
-    dist = tmp_path / "broken-0.1.dist-info"
+def _install(tmp_path, dist_name: str, version: str, entry: str, module: str | None, source: str = "") -> None:
+    """A package ``module`` with an installed dist-info declaring the entry point, on sys.path."""
+    if module is not None:
+        pkg = tmp_path / module
+        pkg.mkdir()
+        (pkg / "__init__.py").write_text("")
+        (pkg / "plugin.py").write_text(textwrap.dedent(source))
+    dist = tmp_path / f"{dist_name.replace('-', '_')}-{version}.dist-info"
     dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[mamba4net]\nbroken = no_such_module_xyz\n")
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist_name}\nVersion: {version}\n")
+    target = f"{module}.plugin" if module else "no_such_module_xyz"
+    (dist / "entry_points.txt").write_text(f"[mamba4net]\n{entry} = {target}\n")
+
+
+GOOD_BASELINE = """
+    from mamba4net.core.hookspecs import hookimpl
+    MAMBA4NET_API = 1
+
+    @hookimpl
+    def mamba4net_register_baselines(register):
+        register("fine_baseline", lambda params, task: object(), task="vp")
+"""
+
+RAISES_IN_HOOK = """
+    from mamba4net.core.hookspecs import hookimpl
+
+    @hookimpl
+    def mamba4net_register_initializers(register):
+        register("half_init", lambda params: None)
+
+    @hookimpl
+    def mamba4net_register_teachers(register):
+        raise RuntimeError("cannot find my weights\\nsecond line")
+"""
+
+OTHER_API = """
+    from mamba4net.core.hookspecs import hookimpl
+    MAMBA4NET_API = 2
+
+    @hookimpl
+    def mamba4net_register_teachers(register):
+        register("future_teacher", lambda params: None)
+"""
+
+
+def test_broken_plugins_are_set_aside_and_named(tmp_path, monkeypatch, capsys, caplog):
+    """Beside a good third-party plugin: one that fails to import, one whose hook raises (after
+    registering a component of another kind), one written for another plugin API. The built-ins and
+    the good one work; each broken one is listed with its distribution and a one-line reason, and a
+    config that names a component of a broken plugin is told which plugin broke."""
+    from mamba4net.core.cli import main
+    from mamba4net.core.config import load_config
+    from mamba4net.registry.manager import set_default_registry
+
+    _install(tmp_path, "m4n-good", "1.0", "good", "m4n_good", GOOD_BASELINE)
+    _install(tmp_path, "m4n-noimport", "0.1", "noimport", None)
+    _install(tmp_path, "m4n-raises", "0.2", "raises", "m4n_raises", RAISES_IN_HOOK)
+    _install(tmp_path, "m4n-future", "3.0", "future", "m4n_future", OTHER_API)
     monkeypatch.syspath_prepend(str(tmp_path))
-    with pytest.raises(PluginError, match="plugin 'broken' .* failed to import"):
-        Registry()
+    try:
+        with caplog.at_level("WARNING", logger="mamba4net"):
+            reg = Registry()
+            assert "fine_baseline" in reg.kind("baselines") and "hf_causal_lm" in reg.kind("teachers")
+        assert set(reg.failed) == {"noimport", "raises", "future"}
+        assert reg.failed["noimport"].distribution == "m4n-noimport"
+        assert "failed to import: ModuleNotFoundError" in reg.failed["noimport"].reason
+        assert reg.failed["raises"].reason == ("failed in mamba4net_register_teachers: RuntimeError: "
+                                               "cannot find my weights\\nsecond line")
+        assert "written for plugin API 2" in reg.failed["future"].reason
+        assert "half_init" not in reg.kind("initializers")  # nothing of a failed plugin stays
+        assert any("plugin 'raises' (m4n-raises 0.2)" in r.getMessage() for r in caplog.records)
+        with pytest.raises(UnknownComponentError, match=r"initializer 'half_init' comes from plugin 'raises' "
+                                                        r"\(m4n-raises 0\.2\) failed in mamba4net_register_teachers"):
+            reg.get("initializers", "half_init")
+        with pytest.raises(UnknownComponentError, match=r"unknown teacher 'future_teacher'.*plugins that failed "
+                                                        r"to load: .*plugin 'future' \(m4n-future 3\.0\)"):
+            reg.get("teachers", "future_teacher")
+
+        set_default_registry(reg)
+        assert main(["plugins"]) == 0
+        out = capsys.readouterr().out
+        for name, dist in (("noimport", "m4n-noimport"), ("raises", "m4n-raises"), ("future", "m4n-future")):
+            (line,) = [x for x in out.splitlines() if x.strip().startswith(f"{name} ")]
+            assert "FAILED" in line and dist in line
+        assert "fine_baseline" in out
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text("name: x\ntask: {name: toy}\nteacher: {name: future_teacher}\n")
+        assert main(["validate", str(cfg)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "plugin 'future' (m4n-future 3.0)" in err
+    finally:
+        set_default_registry(None)
+        for mod in ("m4n_good.plugin", "m4n_raises.plugin", "m4n_future.plugin"):
+            sys.modules.pop(mod, None)
 
 
 def test_params_model_must_be_pydantic():

@@ -11,6 +11,8 @@ from mamba4net.core.hookspecs import hookimpl
 from .baselines.config import BBAParams, PensieveParams, RateBasedParams, RobustMPCParams
 from .config import ABRParams, PolicyHeadParams, StateEncoderParams
 
+MAMBA4NET_API = 1  # the plugin API this plugin is written for (mamba4net.core.hookspecs.PLUGIN_API)
+
 
 def build_task(params: ABRParams):
     from .task import ABRTask

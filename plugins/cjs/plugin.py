@@ -10,6 +10,8 @@ from mamba4net.core.hookspecs import hookimpl
 
 from .config import CJSKDParams, CJSParams, DecimaParams, RuleSchedulerParams, SeqEncoderParams, SeqHeadParams
 
+MAMBA4NET_API = 1  # the plugin API this plugin is written for (mamba4net.core.hookspecs.PLUGIN_API)
+
 
 def _rule(name: str):
     def build(params: RuleSchedulerParams, *, task=None):

@@ -14,6 +14,8 @@ from mamba4net.core.hookspecs import hookimpl
 
 from .config import CWRParams, RandomInitParams
 
+MAMBA4NET_API = 1  # the plugin API this plugin is written for (mamba4net.core.hookspecs.PLUGIN_API)
+
 __all__ = ["CWRParams", "RandomInitParams", "build_cwr", "build_random"]
 
 

@@ -12,6 +12,8 @@ from mamba4net.core.hookspecs import hookimpl
 
 from .config import HFTeacherParams, LoRAParams, RandomTeacherConfig
 
+MAMBA4NET_API = 1  # the plugin API this plugin is written for (mamba4net.core.hookspecs.PLUGIN_API)
+
 if TYPE_CHECKING:  # pragma: no cover
     from .model import HFTeacherBackbone
 

@@ -10,6 +10,8 @@ from mamba4net.core.hookspecs import hookimpl
 from .config import HybridMambaParams
 from .kernels import FLOPS, KERNELS
 
+MAMBA4NET_API = 1  # the plugin API this plugin is written for (mamba4net.core.hookspecs.PLUGIN_API)
+
 
 def build_student(params: HybridMambaParams):
     """``factory(params) -> HybridMambaBackbone`` (a ``StreamingBackbone``)."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 from mamba4net.core.hookspecs import hookimpl
 from mamba4net.plugins.losses.config import HiddenAlignParams, KDParams, MSEToTeacherParams, TaskLossParams
 
+MAMBA4NET_API = 1  # the plugin API this plugin is written for (mamba4net.core.hookspecs.PLUGIN_API)
+
 
 def build_task_loss(params, *, task, d_student=None, d_teacher=None):
     from mamba4net.plugins.losses.terms import TaskLoss

@@ -6,6 +6,8 @@ from __future__ import annotations
 from mamba4net.core.hookspecs import hookimpl
 from mamba4net.core.method import Method, Role, Stage
 
+MAMBA4NET_API = 1  # the plugin API this plugin is written for (mamba4net.core.hookspecs.PLUGIN_API)
+
 
 def build_mamba4net(params: None) -> Method:
     """Mamba4Net (2025): adapt the teacher with LoRA, CWR-initialise the student, distil."""

@@ -9,6 +9,8 @@ from mamba4net.core.method import Method, Role, Stage
 
 from .config import DistillParams, HiddenParams, MatrixParams, MohawkParams
 
+MAMBA4NET_API = 1  # the plugin API this plugin is written for (mamba4net.core.hookspecs.PLUGIN_API)
+
 
 def build_mohawk(params: MohawkParams) -> Method:
     """MOHAWK (Bick et al. 2024; Llamba 2025): matrix orientation, hidden-state alignment, then

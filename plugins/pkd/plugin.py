@@ -8,6 +8,8 @@ from mamba4net.core.method import Method, Role, Stage
 
 from .config import PKDParams
 
+MAMBA4NET_API = 1  # the plugin API this plugin is written for (mamba4net.core.hookspecs.PLUGIN_API)
+
 
 def shrink_rule(params: PKDParams, k: int):
     """Overrides of student k (0-based) under the shrink rule: the node's integer params times the

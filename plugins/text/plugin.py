@@ -6,6 +6,8 @@ from mamba4net.core.hookspecs import hookimpl
 
 from .config import LMHeadParams, TextLMParams, TokenEmbedParams
 
+MAMBA4NET_API = 1  # the plugin API this plugin is written for (mamba4net.core.hookspecs.PLUGIN_API)
+
 
 def build_task(params: TextLMParams):
     from .task import TextLMTask

@@ -13,6 +13,8 @@ from mamba4net.plugins.hybrid_mamba.kernels import FLOPS  # the ops' FLOPs, whoe
 
 from .registry import KERNELS
 
+MAMBA4NET_API = 1  # the plugin API this plugin is written for (mamba4net.core.hookspecs.PLUGIN_API)
+
 
 @hookimpl
 def mamba4net_register_kernels(register):

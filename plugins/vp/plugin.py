@@ -18,6 +18,8 @@ from .config import (
     VPParams,
 )
 
+MAMBA4NET_API = 1  # the plugin API this plugin is written for (mamba4net.core.hookspecs.PLUGIN_API)
+
 
 def build_task(params: VPParams):
     from .task import VPTask

@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mamba4net.core.hookspecs import hookimpl
 
+MAMBA4NET_API = 1  # the plugin API this plugin was written for; another one is refused by name
+
 
 class DampedVelocityParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
