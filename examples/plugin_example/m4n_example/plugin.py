@@ -7,7 +7,7 @@ module should be: torch is only imported when the baseline predicts.
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mamba4net.core.hookspecs import hookimpl
+from mamba4net.api import hookimpl
 
 MAMBA4NET_API = 1  # the plugin API this plugin was written for; another one is refused by name
 
