@@ -10,7 +10,7 @@ pyproject.toml, exactly as a third-party package declares its own::
 Component hooks follow the "register" pattern: each receives a ``register`` callable and calls it
 once per component::
 
-    from mamba4net.core.hookspecs import hookimpl
+    from mamba4net.api import hookimpl
 
     @hookimpl
     def mamba4net_register_tasks(register):
