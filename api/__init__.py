@@ -30,12 +30,17 @@ _LAZY = {
     "StreamingBackbone": "mamba4net.core.protocols",
     "Baseline": "mamba4net.core.protocols",
     "ModelOutput": "mamba4net.core.protocols",
+    "Batch": "mamba4net.core.protocols",
     "count_parameters": "mamba4net.core.protocols",
     # what a method's stage works with
     "StageContext": "mamba4net.core.context",
     "MethodContext": "mamba4net.core.context",
     "TrainParams": "mamba4net.core.schema",
     "stream_seed": "mamba4net.core.seeding",
+    # running pipelines and finding components (notebooks, a plugin's own tests)
+    "run_config": "mamba4net.core.pipeline",
+    "evaluate_run": "mamba4net.core.pipeline",
+    "default_registry": "mamba4net.registry.manager",
     # files a plugin writes and reads back (checked: sha256 recorded and verified)
     "save_arrays": "mamba4net.core.artifacts",
     "load_arrays": "mamba4net.core.artifacts",

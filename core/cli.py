@@ -1,4 +1,4 @@
-"""The ``mamba4net`` command: run, validate, evaluate, bench, report, plugins.
+"""The ``mamba4net`` command: run, validate, evaluate, bench, report, plugins, new-plugin.
 
 Problems with the user's input (config, plugin names, data) end in one line on stderr and exit code 2;
 ``--debug`` shows the traceback instead.
@@ -123,6 +123,14 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_new_plugin(args) -> int:
+    from mamba4net.registry.scaffold import new_plugin
+
+    dest = new_plugin(args.name, args.dir)
+    print(f"plugin package written to {dest}\n  cd {dest} && pip install -e . && python -m pytest -q tests")
+    return 0
+
+
 def cmd_plugins(args) -> int:
     from mamba4net.registry import KINDS, default_registry
 
@@ -212,6 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="re-render a run's report.md from results.json and bench.json")
     p.add_argument("run_dir")
     p.set_defaults(fn=cmd_report)
+
+    p = sub.add_parser("new-plugin", help="write a minimal working task plugin package to start from")
+    p.add_argument("name", help="the plugin's name: its task, package and entry point (e.g. my_task)")
+    p.add_argument("--dir", default=".", help="where to create the package folder (default: here)")
+    p.set_defaults(fn=cmd_new_plugin)
 
     p = sub.add_parser("plugins", help="list plugins and every registered component by kind")
     p.add_argument("--json", action="store_true")

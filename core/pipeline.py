@@ -7,12 +7,13 @@ students, the evaluation of every deployed model beside the baselines, the bench
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from pathlib import Path
 
 from mamba4net.core import distributed as dist
-from mamba4net.core.config import LoadedConfig, load_config
+from mamba4net.core.config import LoadedConfig, load_config, validate_data
 from mamba4net.core.context import RunContext
 from mamba4net.core.efficiency import measure_efficiency
 from mamba4net.core.errors import ConfigError, Mamba4netError
@@ -25,7 +26,7 @@ from mamba4net.core.runs import RunDir, latest_run_dir, new_run_dir
 from mamba4net.core.runtime import apply_runtime
 from mamba4net.core.schema import migrate_strategy
 from mamba4net.core.stages import run_stages
-from mamba4net.core.yamlio import read_yaml
+from mamba4net.core.yamlio import apply_override, read_yaml
 
 log = logging.getLogger("mamba4net")
 
@@ -96,6 +97,21 @@ def run_pipeline(loaded: LoadedConfig, run_root: Path, resume: bool = False, reg
         write_report(run, ctx.results, run.read_metrics(), f"Run {loaded.cfg.name}")
     raise_if_not_finite(ctx.results, run.results_path)
     return run
+
+
+def run_config(config: str | Path | dict, out: str | Path, overrides: list[str] | None = None,
+               resume: bool = False, registry=None) -> dict:
+    """Run a pipeline from a YAML file (or a config dict) into the folder ``out``, as ``mamba4net
+    run`` does; returns the run's results (``results.json``). For notebooks and plugin tests."""
+    if isinstance(config, dict):
+        data = copy.deepcopy(config)
+        for assignment in overrides or []:
+            apply_override(data, assignment)
+        loaded = validate_data(data, registry=registry)
+    else:
+        loaded = load_config(config, overrides, registry=registry)
+    run = run_pipeline(loaded, Path(out), resume=resume, registry=registry)
+    return read_json(run.results_path)
 
 
 def evaluate_run(run_root: str | Path, overrides: list[str] | None = None, registry=None,
