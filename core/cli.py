@@ -1,4 +1,4 @@
-"""The ``mamba4net`` command: run, validate, evaluate, bench, report, plugins, new-plugin.
+"""The ``mamba4net`` command: run, validate, evaluate, bench, report, plugins, new-plugin, data.
 
 Problems with the user's input (config, plugin names, data) end in one line on stderr and exit code 2;
 ``--debug`` shows the traceback instead.
@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -123,6 +124,48 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_data(args) -> int:
+    from mamba4net.core import datasets
+    from mamba4net.core.paths import cache_dir, default_data_dir
+    from mamba4net.registry import default_registry
+
+    ms = datasets.manifests(default_registry(), args.tasks)
+    if args.action == "list":
+        root = default_data_dir()
+        print(f"data folder: {root}")
+        for m in ms:
+            here = sum((root / m.folder / f.path).is_file() for f in m.files)
+            derived = sum(f.source is None for f in m.files)
+            print(f"  {m.name:<8} {len(m.files):>5} files {m.bytes / 2**20:7.1f} MiB  present {here}/{len(m.files)}  "
+                  f"(derived: {derived}; upstream: {next((f.source for f in m.files if f.source), '-')[:60]}...)")
+        return 0
+    if args.action == "verify":
+        root = Path(args.dir) if args.dir else default_data_dir()
+        problems = datasets.verify(root, ms, progress=not args.no_progress)
+        total = sum(len(m.files) for m in ms)
+        if not problems:
+            print(f"{root}: all {total} files of {', '.join(m.name for m in ms)} verify")
+            return 0
+        for name, files in problems.items():
+            for rel, why in sorted(files.items()):
+                print(f"{root / name / rel}: {why}")
+        bad = sum(len(v) for v in problems.values())
+        from mamba4net.core.errors import DataError
+
+        raise DataError(f"{root}: {bad} of {total} files missing or altered (listed above); "
+                        "mamba4net data fetch repairs them")
+    to = Path(args.to) if args.to else cache_dir() / "data"
+    out = datasets.fetch(to, ms, mirror=args.mirror, progress=not args.no_progress)
+    print(f"{to}: fetched {out['fetched']}, already good {out['already_good']}, failed {len(out['failed'])}")
+    for name, why in sorted(out["failed"].items())[:20]:
+        print(f"  {name}: {why}")
+    if out["failed"]:
+        from mamba4net.core.errors import DataError
+
+        raise DataError(f"{len(out['failed'])} files could not be fetched (listed above); run again to resume")
+    return 0
+
+
 def cmd_new_plugin(args) -> int:
     from mamba4net.registry.scaffold import new_plugin
 
@@ -220,6 +263,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="re-render a run's report.md from results.json and bench.json")
     p.add_argument("run_dir")
     p.set_defaults(fn=cmd_report)
+
+    p = sub.add_parser("data", help="the tasks' data: list, verify a folder, fetch what is missing")
+    p.add_argument("action", choices=["list", "verify", "fetch"])
+    p.add_argument("dir", nargs="?", help="verify: the data folder (default: the one runs use)")
+    p.add_argument("--tasks", type=lambda t: [x.strip() for x in t.split(",") if x.strip()],
+                   help="datasets to act on, e.g. vp,abr (default: all)")
+    p.add_argument("--to", help="fetch: the data folder to fill (default: the cache, ~/.cache/mamba4net/data)")
+    p.add_argument("--mirror", help="fetch: base URL of a mirror of the data folder (default: the pinned upstream)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(fn=cmd_data)
 
     p = sub.add_parser("new-plugin", help="write a minimal working task plugin package to start from")
     p.add_argument("name", help="the plugin's name: its task, package and entry point (e.g. my_task)")

@@ -217,3 +217,14 @@ def mamba4net_register_baselines(register: Register) -> None:
     fitted weights with the run, so ``mamba4net evaluate`` reuses them instead of refitting.
     Required meta: ``task`` (str), the registered task name the baseline belongs to.
     """
+
+
+@hookspec
+def mamba4net_register_datasets(register: Register) -> None:
+    """Register the data a task reads, for ``mamba4net data list | verify | fetch``.
+
+    ``factory(params) -> mamba4net.core.datasets.Manifest`` (``params`` is None): the files of the
+    folder ``<data>/<folder>/`` with their sizes, sha256 and pinned upstream sources; usually
+    ``read_manifest(path)`` of a JSON file shipped in the plugin package (written by a script such
+    as ``scripts/make_data_manifests.py``). Keep the factory cheap: ``data list`` calls it.
+    """

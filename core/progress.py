@@ -7,6 +7,7 @@ import sys
 from tqdm.auto import tqdm
 
 
-def progress_bar(total: int, desc: str, initial: int = 0, enabled: bool = True):
+def progress_bar(total: int, desc: str, initial: int = 0, enabled: bool = True, **extra):
     show = enabled and sys.stderr.isatty()
-    return tqdm(total=total, initial=initial, desc=desc, disable=not show, dynamic_ncols=True, leave=False)
+    return tqdm(total=total, initial=initial, desc=desc, disable=not show, dynamic_ncols=True, leave=False,
+                **extra)

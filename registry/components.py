@@ -23,6 +23,7 @@ KINDS: dict[str, str] = {
     "kernels": "kernel",
     "baselines": "baseline",
     "methods": "method",
+    "datasets": "dataset",
 }
 
 # meta keys each kind requires at registration

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [
     ["errors", "protocols", "io", "seeding", "paths", "progress", "plotting", "hookspecs", "method", "yamlio"],
     ["schema", "config"],
-    ["runtime", "kernels", "distributed", "ds_engine", "checkpoint", "runs", "artifacts", "lock"],
+    ["runtime", "kernels", "distributed", "ds_engine", "checkpoint", "runs", "artifacts", "lock", "datasets"],
     ["model", "objective", "trainer", "taps", "outputs"],
     ["context"],
     ["stages", "evaluation", "efficiency", "export", "report", "bench", "bench.measure", "bench.plan",

@@ -79,3 +79,16 @@ def mamba4net_register_baselines(register):
     register("robust_mpc", build_robust_mpc, params=RobustMPCParams, task="abr")
     register("rate_based", build_rate_based, params=RateBasedParams, task="abr")
     register("pensieve", build_pensieve, params=PensieveParams, task="abr")
+
+
+def load_manifest(params=None):
+    from pathlib import Path
+
+    from mamba4net.core.datasets import read_manifest
+
+    return read_manifest(Path(__file__).with_name("data_manifest.json"))
+
+
+@hookimpl
+def mamba4net_register_datasets(register):
+    register("abr", load_manifest)

@@ -95,3 +95,16 @@ def mamba4net_register_heads(register):
 @hookimpl
 def mamba4net_register_losses(register):
     register("cjs_kd", build_kd, params=CJSKDParams)
+
+
+def load_manifest(params=None):
+    from pathlib import Path
+
+    from mamba4net.core.datasets import read_manifest
+
+    return read_manifest(Path(__file__).with_name("data_manifest.json"))
+
+
+@hookimpl
+def mamba4net_register_datasets(register):
+    register("cjs", load_manifest)

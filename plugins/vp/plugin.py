@@ -84,3 +84,16 @@ def mamba4net_register_baselines(register):
     register("velocity", build_velocity, params=VelocityParams, task="vp")
     register("linear_regression", build_linear_regression, params=LinearRegressionParams, task="vp")
     register("lstm", build_lstm, params=LSTMParams, task="vp")
+
+
+def load_manifest(params=None):
+    from pathlib import Path
+
+    from mamba4net.core.datasets import read_manifest
+
+    return read_manifest(Path(__file__).with_name("data_manifest.json"))
+
+
+@hookimpl
+def mamba4net_register_datasets(register):
+    register("vp", load_manifest)
