@@ -10,7 +10,7 @@ import mamba4net.api as api
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLIC = ("mamba4net.api", "mamba4net.testing")  # the testing kit is public too
-OUTSIDE_PACKAGES = [ROOT / "examples" / "plugin_example"]
+OUTSIDE_PACKAGES = [ROOT / "examples" / "plugin_example", ROOT / "examples" / "plugins" / "bandwidth_prediction"]
 
 
 def test_every_public_name_resolves():
