@@ -35,20 +35,23 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load as load_bytes
+from safetensors.torch import load_file
 from safetensors.torch import save as save_bytes
 
 from mamba4net.core import distributed as dist
 from mamba4net.core.errors import DataError, WriteError
-from mamba4net.core.io import atomic_write_bytes, atomic_write_text, read_json, sha256_bytes, write_error, write_json
+from mamba4net.core.io import (atomic_write_bytes, atomic_write_text, read_json, sha256_bytes, sha256_file,
+                                write_error, write_json)
 
 log = logging.getLogger("mamba4net")
+STEP_DIR = re.compile(r"^step-\d+$")
 
 
 def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -66,14 +69,12 @@ def load_tensors(path: Path, sha256: str | None = None) -> dict[str, torch.Tenso
     """The tensors in ``path``; with ``sha256``, only if the file's bytes still have that checksum.
     Missing, damaged or unreadable: a one-line DataError naming the file."""
     path = Path(path)
+    if sha256 is not None:
+        why = verify_file(path, sha256)
+        if why:
+            raise DataError(why)
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"{path}: unreadable checkpoint ({exc.strerror or exc})") from None
-    if sha256 is not None and sha256_bytes(data) != sha256:
-        raise DataError(f"{path}: damaged (its sha256 differs from the one recorded when it was written)")
-    try:
-        return load_bytes(data)
+        return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise DataError(f"{path}: unreadable checkpoint ({str(exc).splitlines()[0]})") from None
 
@@ -104,12 +105,20 @@ def load_checked(path: Path, what: str = "file") -> dict[str, torch.Tensor]:
 def verify_file(path: Path, sha256: str) -> str | None:
     """None when ``path`` exists with checksum ``sha256``, else why not (for preflight checks)."""
     try:
-        data = Path(path).read_bytes()
+        digest = sha256_file(Path(path))
     except OSError as exc:
         return f"{path}: {'missing' if isinstance(exc, FileNotFoundError) else exc.strerror or exc}"
-    if sha256_bytes(data) != sha256:
+    if digest != sha256:
         return f"{path}: damaged (its sha256 differs from the one recorded when it was written)"
     return None
+
+
+def _sums(record: dict, where: Path) -> dict[str, str]:
+    """The ``{file: sha256}`` table of a record ({} before checksums); a damaged one is named."""
+    sums = record.get("sha256") or {}
+    if not isinstance(sums, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in sums.items()):
+        raise DataError(f"{where}: 'sha256' is not a table of file checksums (damaged?)")
+    return sums
 
 
 def load_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], source: Path, strict: bool = True) -> None:
@@ -187,7 +196,7 @@ class StageCheckpoints:
                                exclude_frozen_parameters=True)
         dist.barrier()  # every rank's shard is on disk
         if dist.is_main():
-            sums = {f.name: sha256_bytes(f.read_bytes()) for f in sorted(final.iterdir()) if f.is_file()}
+            sums = {f.name: sha256_file(f) for f in sorted(final.iterdir()) if f.is_file()}
             write_json(final / "state.json", {**state, "step": step, "sha256": sums})
             atomic_write_text(self.dir / "latest.json", json.dumps({"step": step, "path": f"ds/{name}"}) + "\n")
             self._prune(root)
@@ -195,7 +204,8 @@ class StageCheckpoints:
         return final
 
     def _prune(self, folder: Path) -> None:
-        for old in sorted(folder.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))[: -self.keep]:
+        steps = [p for p in folder.glob("step-*") if STEP_DIR.match(p.name)]
+        for old in sorted(steps, key=lambda p: int(p.name.split("-")[1]))[: -self.keep]:
             shutil.rmtree(old, ignore_errors=True)
 
     def latest(self) -> tuple[int, Path] | None:
@@ -203,16 +213,18 @@ class StageCheckpoints:
         verifies, else the newest earlier one that does (with a warning). None: no checkpoint yet.
         Checkpoints exist but none verifies: a one-line DataError naming the latest."""
         pointer = self.dir / "latest.json"
-        if not pointer.exists():
-            return None
         problems = []
-        try:
-            info = read_json(pointer, what="checkpoint pointer")
-            first = self.dir / info["path"]
-            int(info["step"])
-        except (KeyError, TypeError, ValueError, DataError) as exc:
-            problems.append(f"{pointer}: corrupt checkpoint pointer ({exc})")
-            first = None
+        first = None
+        if pointer.exists():
+            try:
+                info = read_json(pointer, what="checkpoint pointer")
+                first = self.dir / info["path"]
+                int(info["step"])
+            except (KeyError, TypeError, ValueError, DataError) as exc:
+                problems.append(f"{pointer}: corrupt checkpoint pointer ({exc})")
+                first = None
+        elif not self._steps():
+            return None  # no checkpoint yet (a folder renamed into place before its pointer is used)
         candidates = ([first] if first is not None else []) + [p for p in self._steps() if p != first]
         for path in candidates:
             why = self.check(path)
@@ -225,7 +237,8 @@ class StageCheckpoints:
 
     def _steps(self) -> list[Path]:
         """This stage's checkpoint folders, newest first."""
-        found = [p for p in [*self.dir.glob("step-*"), *(self.dir / "ds").glob("step-*")] if p.is_dir()]
+        found = [p for p in [*self.dir.glob("step-*"), *(self.dir / "ds").glob("step-*")]
+                 if p.is_dir() and STEP_DIR.match(p.name)]
         return sorted(found, key=lambda p: int(p.name.split("-")[1]), reverse=True)
 
     def check(self, path: Path) -> str | None:
@@ -235,7 +248,11 @@ class StageCheckpoints:
             int(state["step"])
         except (DataError, KeyError, TypeError, ValueError) as exc:
             return f"{path}: incomplete or damaged checkpoint ({exc})"
-        for name, digest in (state.get("sha256") or {}).items():
+        try:
+            sums = _sums(state, path / "state.json")
+        except DataError as exc:
+            return str(exc)
+        for name, digest in sums.items():
             why = verify_file(path / name, digest)
             if why:
                 return why
@@ -247,7 +264,7 @@ class StageCheckpoints:
 
     def load(self, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any]]:
         state = self.state(path)
-        sums = state.get("sha256") or {}
+        sums = _sums(state, path / "state.json")
         return (load_tensors(path / "model.safetensors", sums.get("model.safetensors")),
                 load_tensors(path / "optimizer.safetensors", sums.get("optimizer.safetensors")), state)
 
@@ -276,7 +293,4 @@ class StageCheckpoints:
 
     def checksum(self, name: str) -> str | None:
         """The sha256 done.json records for ``name`` (None for a stage finished before checksums)."""
-        sums = (self.done() or {}).get("sha256")
-        if sums is not None and not isinstance(sums, dict):
-            raise DataError(f"{self.dir / 'done.json'}: 'sha256' is not a table of files (damaged?)")
-        return (sums or {}).get(name)
+        return _sums(self.done() or {}, self.dir / "done.json").get(name)

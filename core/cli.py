@@ -25,10 +25,20 @@ def _setup_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def _print_results(root) -> None:
+    from mamba4net.core.io import read_json
+    from mamba4net.core.report import results_table
+
+    results = read_json(Path(root) / "results.json", missing_ok=True)
+    if results is not None:
+        print(results_table(results))
+    print(f"run directory: {root}")
+
+
 def cmd_run(args) -> int:
     from mamba4net.core.config import load_config
+    from mamba4net.core.errors import ResultError
     from mamba4net.core.pipeline import resolve_run_dir, run_pipeline
-    from mamba4net.core.report import results_table
 
     from mamba4net.core import distributed as dist
 
@@ -45,15 +55,14 @@ def cmd_run(args) -> int:
 
         run = RunDir(run_root)
     else:
-        run = run_pipeline(loaded, run_root, resume=args.resume)
+        try:
+            run = run_pipeline(loaded, run_root, resume=args.resume)
+        except ResultError:  # everything was written: show it, then the one line
+            _print_results(run_root)
+            raise
         if not dist.is_main():
             return 0
-    from mamba4net.core.io import read_json
-
-    results = read_json(run.results_path, missing_ok=True)
-    if results is not None:
-        print(results_table(results))
-    print(f"run directory: {run.root}")
+    _print_results(run.root)
     return 0
 
 
@@ -154,7 +163,7 @@ def cmd_data(args) -> int:
 
         raise DataError(f"{root}: {bad} of {total} files missing or altered (listed above); "
                         "mamba4net data fetch repairs them")
-    to = Path(args.to) if args.to else cache_dir() / "data"
+    to = Path(args.to or args.dir) if (args.to or args.dir) else cache_dir() / "data"
     out = datasets.fetch(to, ms, mirror=args.mirror, progress=not args.no_progress)
     print(f"{to}: fetched {out['fetched']}, already good {out['already_good']}, failed {len(out['failed'])}")
     for name, why in sorted(out["failed"].items())[:20]:
@@ -266,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="the tasks' data: list, verify a folder, fetch what is missing")
     p.add_argument("action", choices=["list", "verify", "fetch"])
-    p.add_argument("dir", nargs="?", help="verify: the data folder (default: the one runs use)")
+    p.add_argument("dir", nargs="?", help="verify: the data folder (default: the one runs use); fetch: as --to")
     p.add_argument("--tasks", type=lambda t: [x.strip() for x in t.split(",") if x.strip()],
                    help="datasets to act on, e.g. vp,abr (default: all)")
     p.add_argument("--to", help="fetch: the data folder to fill (default: the cache, ~/.cache/mamba4net/data)")

@@ -28,6 +28,7 @@ from mamba4net.core.progress import progress_bar
 
 log = logging.getLogger("mamba4net")
 TIMEOUT_S = 30
+MAX_REQUESTS = 8  # per file and run
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,8 @@ def _download(url: str, part: Path) -> bool:
     request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT_S) as resp:
-            append = have > 0 and resp.status == 206
+            content_range = resp.headers.get("Content-Range", "")
+            append = have > 0 and resp.status == 206 and content_range.startswith(f"bytes {have}-")
             announced = resp.headers.get("Content-Length")
             got = 0
             with open(part, "ab" if append else "wb") as out:
@@ -151,10 +153,18 @@ def fetch(to: Path, ms: list[Manifest], mirror: str | None = None, progress: boo
         part = target.with_name(target.name + ".part")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            whole = _download(url, part)
-            got = part.stat().st_size
-            if not whole and got < f.size:  # the connection ended early: keep the part for the next run
-                failed[name] = f"{url}: cut off ({got} of {f.size} bytes; run again to resume)"
+            if part.exists() and part.stat().st_size >= f.size and _sha256(part) != f.sha256:
+                part.unlink()  # a full-size leftover that is wrong: start afresh
+            got, whole = (part.stat().st_size if part.exists() else 0), True
+            for _ in range(MAX_REQUESTS):  # a server may send a range in several pieces
+                if got >= f.size and part.exists():
+                    break
+                whole = _download(url, part)
+                before, got = got, part.stat().st_size
+                if not whole or got <= before:
+                    break
+            if got < f.size and not whole:  # cut off: keep the part for the next run
+                failed[name] = f"{url}: {got} of {f.size} bytes so far (run again to resume)"
                 continue
             if got != f.size or _sha256(part) != f.sha256:
                 part.unlink()  # never kept, never renamed over a good file

@@ -62,7 +62,9 @@ def non_finite(results: dict) -> list[str]:
     metric = results["metric"]
     bad = []
     for name, scores in results["models"].items():
-        value = scores.get(metric) if isinstance(scores, dict) else None
+        if not isinstance(scores, dict) or metric not in scores:
+            continue  # no score at all is not a NaN (the report shows a blank)
+        value = scores[metric]
         if not isinstance(value, (int, float)) or not math.isfinite(value):
             bad.append(name)
     return bad

@@ -26,6 +26,15 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file, read in chunks (weights files can be larger than memory allows twice)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def write_chunk(f, chunk: memoryview, tmp: str) -> None:
     """One chunk of the temp file ``tmp`` being written (where tests make the disk fail mid-file)."""
     f.write(chunk)

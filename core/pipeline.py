@@ -59,6 +59,11 @@ def run_pipeline(loaded: LoadedConfig, run_root: Path, resume: bool = False, reg
     resolved = loaded.resolved()
     device = apply_runtime(loaded)  # before anything is written: a bad device leaves no stub run
     device = dist.setup(loaded.cfg.runtime.engine, device)  # DeepSpeed: join the ranks' process group
+    with run_lock(run.root, "run"):  # before the checks: another live writer is refused first
+        return _run_locked(loaded, run, resolved, resume, registry, device)
+
+
+def _run_locked(loaded: LoadedConfig, run: RunDir, resolved: dict, resume: bool, registry, device) -> RunDir:
     if run.config_path.exists():
         if not resume:
             raise Mamba4netError(f"{run.root} already holds a run: pass --resume to continue it, or another --out")
@@ -77,24 +82,23 @@ def run_pipeline(loaded: LoadedConfig, run_root: Path, resume: bool = False, reg
         ctx.results = read_json(run.results_path, missing_ok=True) or {}
         ctx.verify_finished(loaded.method.stage_names)
     dist.barrier()  # every rank has checked the folder before rank 0 writes into it
-    with run_lock(run.root, "run"):
-        if dist.is_main():
-            run.create()
-            run.write_config(resolved)
-        dist.barrier()
-        method = loaded.method
-        log.info("run %s: method %s (%s) on %s", run.root, method.name, method.describe(), device)
-        t0 = time.perf_counter()
-        run_stages(ctx)  # every rank: training is collective under DeepSpeed
-        if not dist.is_main():
-            return run  # export, evaluation, benchmark and what they write are rank 0's
-        ctx.results["exports"] = export_students(ctx)
-        evaluate_all(ctx)
-        if loaded.cfg.benchmark.enabled:
-            measure_efficiency(ctx)
-        ctx.results.setdefault("timing", {})["total_seconds"] = round(time.perf_counter() - t0, 1)
-        write_json(run.results_path, ctx.results)
-        write_report(run, ctx.results, run.read_metrics(), f"Run {loaded.cfg.name}")
+    if dist.is_main():
+        run.create()
+        run.write_config(resolved)
+    dist.barrier()
+    method = loaded.method
+    log.info("run %s: method %s (%s) on %s", run.root, method.name, method.describe(), device)
+    t0 = time.perf_counter()
+    run_stages(ctx)  # every rank: training is collective under DeepSpeed
+    if not dist.is_main():
+        return run  # export, evaluation, benchmark and what they write are rank 0's
+    ctx.results["exports"] = export_students(ctx)
+    evaluate_all(ctx)
+    if loaded.cfg.benchmark.enabled:
+        measure_efficiency(ctx)
+    ctx.results.setdefault("timing", {})["total_seconds"] = round(time.perf_counter() - t0, 1)
+    write_json(run.results_path, ctx.results)
+    write_report(run, ctx.results, run.read_metrics(), f"Run {loaded.cfg.name}")
     raise_if_not_finite(ctx.results, run.results_path)
     return run
 

@@ -36,15 +36,22 @@ def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _metric_cell(scores: dict, metric: str) -> str:
-    value = scores.get(metric)
-    return _fmt(value) if _finite(value) else ("**not finite**" if metric in scores else "")
+def _scored(results: dict, name: str) -> bool:
+    """Whether a model has a finite metric (results.json writes inf as +-1e308: its flag says so)."""
+    return _finite(results["models"][name].get(results["metric"])) and name not in (results.get("non_finite") or [])
+
+
+def _metric_cell(results: dict, name: str) -> str:
+    scores, metric = results["models"][name], results["metric"]
+    if _scored(results, name):
+        return _fmt(scores[metric])
+    return "**not finite**" if metric in scores else ""
 
 
 def ranked(results: dict) -> list[str]:
     """Model names best first by the metric; those without a finite value last, in their order."""
     metric, models = results["metric"], results.get("models", {})
-    good = [m for m in models if _finite(models[m].get(metric))]
+    good = [m for m in models if _scored(results, m)]
     good.sort(key=lambda m: models[m][metric], reverse=results["higher_is_better"])
     return good + [m for m in models if m not in good]
 
@@ -63,7 +70,7 @@ def results_table(results: dict) -> str:
     keys = [metric] + sorted({k for m in models.values() for k in m} - {metric})
     lines = ["| model | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for name in order:
-        cells = [_metric_cell(models[name], metric)] + [_fmt(models[name].get(k, "")) for k in keys[1:]]
+        cells = [_metric_cell(results, name)] + [_fmt(models[name].get(k, "")) for k in keys[1:]]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -110,7 +117,7 @@ def efficiency_table(eff: dict) -> str:
 def comparison_table(results: dict) -> str:
     """Like the paper's Fig. 3/4: task metric per model; for each student, size and throughput
     relative to the teacher (throughput of the backbones at each swept length, smallest batch)."""
-    metric, models = results["metric"], results.get("models", {})
+    metric = results["metric"]
     eff = results.get("efficiency", {})
     by_student = eff.get("ratios_by_student") or ({eff["ratios"].get("student", "student"): eff["ratios"]}
                                                   if eff.get("ratios") else {})
@@ -121,7 +128,7 @@ def comparison_table(results: dict) -> str:
     head = [metric, "size / teacher"] + [f"throughput / teacher, L={n}" for n in lens]
     lines = ["| model | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
     for name in ranked(results):
-        cells = [_metric_cell(models[name], metric)]
+        cells = [_metric_cell(results, name)]
         if name == teacher:
             cells += ["1"] + ["1x"] * len(lens)
         elif name in by_student:
@@ -196,15 +203,15 @@ def plot_models(results: dict, path: Path) -> bool:
 
     metric, models = results["metric"], results.get("models", {})
     names = ranked(results)
-    values = [models[n].get(metric) if _finite(models[n].get(metric)) else 0.0 for n in names]
-    if not any(_finite(models[n].get(metric)) for n in names):
+    values = [models[n][metric] if _scored(results, n) else 0.0 for n in names]
+    if not any(_scored(results, n) for n in names):
         return False
     kind = kinds(results)
     colors = [KIND_COLORS.get(kind[n], "tab:gray") for n in names]
     fig, ax = plt.subplots(figsize=(6, max(3.5, 0.35 * len(names) + 1)))
     ax.barh(names, values, color=colors)
     for i, n in enumerate(names):
-        if not _finite(models[n].get(metric)):  # ranked() put it last
+        if not _scored(results, n) and metric in models[n]:  # ranked() put it last
             ax.text(0, i, " not finite", va="center", color="tab:red")
     ax.invert_yaxis()
     ax.set_xlabel(f"{metric} ({'higher' if results['higher_is_better'] else 'lower'} is better)")

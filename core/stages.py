@@ -52,6 +52,7 @@ def run_stage(run: RunContext, stage: Stage) -> None:
     if dist.is_main():
         for cache in ctx.dir.glob(OUTPUT_CACHE.format(role="*")):
             cache.unlink(missing_ok=True)
+            cache.with_suffix(".json").unlink(missing_ok=True)  # its checksum record
     if ctx.sharded or (stage.trains and run.cfg.runtime.engine == "deepspeed"):
         run.forget_models()
 

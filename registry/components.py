@@ -76,6 +76,11 @@ class ComponentRegistry:
         self.failed: dict[str, Any] = {}  # plugins set aside by the registry (name -> FailedPlugin)
 
     def add(self, component: Component) -> None:
+        self.check(component)
+        self._items[component.name] = component
+
+    def check(self, component: Component) -> None:
+        """Raise :class:`PluginError` if ``component`` cannot be added (bad name, taken, bad meta or params)."""
         name = component.name
         if not isinstance(name, str) or not NAME_RE.match(name):
             raise PluginError(
@@ -106,7 +111,6 @@ class ComponentRegistry:
                     f"{component.params.__name__} that accepts unknown keys: set "
                     "model_config = ConfigDict(extra='forbid') so typos in YAML are caught"
                 )
-        self._items[name] = component
 
     def get(self, name: str) -> Component:
         try:

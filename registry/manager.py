@@ -153,10 +153,26 @@ class Registry:
         for owner, why in broken.items():
             provides = {f"{k}:{c.name}" for k, p, cs in staged if p == owner for c in cs}
             self._set_aside(self.plugins[owner], why, provides)
-        for kind, owner, found in staged:
-            if owner not in self.failed:
-                for component in found:
-                    kinds[kind].add(component)
+        owners = list(dict.fromkeys(owner for _, owner, _ in staged if owner not in self.failed))
+        order = list(self.plugins)  # built-ins first (a clash is the newcomer's), then by load order;
+        owners.sort(key=lambda o: (self.plugins[o].distribution == "-",  # plugins added by hand raise
+                                   self.plugins[o].distribution != "mamba4net", order.index(o)))
+        for owner in owners:  # a plugin's components go in all together, or none of them
+            mine = [(kind, c) for kind, o, found in staged if o == owner for c in found]
+            try:
+                names = [(kind, c.name) for kind, c in mine]
+                twice = next(((k, n) for k, n in names if names.count((k, n)) > 1), None)
+                if twice:
+                    raise PluginError(f"plugin '{owner}' registered {KINDS[twice[0]]} '{twice[1]}' twice")
+                for kind, component in mine:
+                    kinds[kind].check(component)
+            except PluginError as exc:
+                if self.plugins[owner].distribution == "-":
+                    raise
+                self._set_aside(self.plugins[owner], f"was refused: {exc}", {f"{k}:{c.name}" for k, c in mine})
+                continue
+            for kind, component in mine:
+                kinds[kind].add(component)
         for kind, reg in kinds.items():
             reg.failed = {name: f for name, f in self.failed.items()}
         return kinds

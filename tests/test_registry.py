@@ -148,6 +148,18 @@ RAISES_IN_HOOK = """
         raise RuntimeError("cannot find my weights\\nsecond line")
 """
 
+TAKES_A_BUILTIN_NAME = """
+    from mamba4net.core.hookspecs import hookimpl
+
+    @hookimpl
+    def mamba4net_register_tasks(register):
+        register("vp", lambda params: None)
+
+    @hookimpl
+    def mamba4net_register_losses(register):
+        register("dup_loss", lambda params, **k: None)
+"""
+
 OTHER_API = """
     from mamba4net.core.hookspecs import hookimpl
     MAMBA4NET_API = 2
@@ -171,12 +183,15 @@ def test_broken_plugins_are_set_aside_and_named(tmp_path, monkeypatch, capsys, c
     _install(tmp_path, "m4n-noimport", "0.1", "noimport", None)
     _install(tmp_path, "m4n-raises", "0.2", "raises", "m4n_raises", RAISES_IN_HOOK)
     _install(tmp_path, "m4n-future", "3.0", "future", "m4n_future", OTHER_API)
+    _install(tmp_path, "m4n-dup", "0.3", "zdup", "m4n_dup", TAKES_A_BUILTIN_NAME)
     monkeypatch.syspath_prepend(str(tmp_path))
     try:
         with caplog.at_level("WARNING", logger="mamba4net"):
             reg = Registry()
             assert "fine_baseline" in reg.kind("baselines") and "hf_causal_lm" in reg.kind("teachers")
-        assert set(reg.failed) == {"noimport", "raises", "future"}
+        assert set(reg.failed) == {"noimport", "raises", "future", "zdup"}
+        assert "was refused: task 'vp' is registered twice" in reg.failed["zdup"].reason
+        assert reg.get("tasks", "vp").owner == "vp" and "dup_loss" not in reg.kind("losses")
         assert reg.failed["noimport"].distribution == "m4n-noimport"
         assert "failed to import: ModuleNotFoundError" in reg.failed["noimport"].reason
         assert reg.failed["raises"].reason == ("failed in mamba4net_register_teachers: RuntimeError: "
@@ -205,7 +220,7 @@ def test_broken_plugins_are_set_aside_and_named(tmp_path, monkeypatch, capsys, c
         assert len(err.splitlines()) == 1 and "plugin 'future' (m4n-future 3.0)" in err
     finally:
         set_default_registry(None)
-        for mod in ("m4n_good.plugin", "m4n_raises.plugin", "m4n_future.plugin"):
+        for mod in ("m4n_good.plugin", "m4n_raises.plugin", "m4n_future.plugin", "m4n_dup.plugin"):
             sys.modules.pop(mod, None)
 
 

@@ -138,6 +138,18 @@ def test_nan_metric_is_flagged_last_and_exits_nonzero(tmp_path, m4n_registry, ca
     assert main(["report", str(out)]) == 0  # re-rendering reads it back without a crash
 
 
+def test_an_infinite_metric_read_back_from_results_json_stays_last():
+    """results.json writes inf as 1e308: the non_finite flag, not the number, decides."""
+    from mamba4net.core.report import ranked, results_table
+
+    results = {"metric": "mse", "higher_is_better": False, "non_finite": ["b"],
+               "models": {"a": {"mse": 2.0}, "b": {"mse": 1e308}, "c": {"mse": 1.0}}}
+    assert ranked(results) == ["c", "a", "b"]
+    assert results_table(results).splitlines()[-1] == "| b | **not finite** |"
+    results["higher_is_better"] = True
+    assert ranked(results) == ["a", "c", "b"]
+
+
 # -- checksums and resume ---------------------------------------------------------------------------
 
 def test_every_tensor_file_has_a_recorded_checksum(finished):

@@ -48,7 +48,7 @@ def bench_target(target: str | Path, overrides: list[str] | None = None, out: st
               "weights": "the run's finished stages" if run else "built from the config (untrained)",
               "overrides": list(overrides or [])}
     with tempfile.TemporaryDirectory(prefix="mamba4net-bench-") as tmp, \
-            (run_lock(run.root, "bench") if run else nullcontext()):
+            (run_lock(run.root, "bench") if run and out_dir.resolve() == run.root.resolve() else nullcontext()):
         ctx = RunContext(loaded, registry, run=run or RunDir(tmp), out=RunDir(out_dir), device=device)
         plan = make_plan(loaded.cfg.benchmark, known=deployed_roles(ctx if run else loaded.method), **(plan_args or {}))
         if run is not None:  # every stage that writes a measured role has finished

@@ -125,9 +125,11 @@ _verified: set[tuple[str, int, int]] = set()  # (file, mtime, size) already hash
 def verify_cache(path: Path) -> None:
     """Every weights file of a converted cache has the sha256 its marker recorded (a cache written
     before checksums has none to check). A mismatch names the file and how to rebuild."""
-    from mamba4net.core.io import read_json, sha256_bytes
+    from mamba4net.core.io import read_json, sha256_file
 
     sums = read_json(path / SOURCE_MARKER, what="teacher cache record").get("sha256") or {}
+    if not isinstance(sums, dict):
+        raise TeacherLoadError(f"{path / SOURCE_MARKER}: 'sha256' is not a table of checksums; delete {path} to rebuild it")
     for name, digest in sums.items():
         file = path / name
         try:
@@ -137,7 +139,7 @@ def verify_cache(path: Path) -> None:
         key = (str(file), st.st_mtime_ns, st.st_size)
         if key in _verified:
             continue
-        if sha256_bytes(file.read_bytes()) != digest:
+        if sha256_file(file) != digest:
             raise TeacherLoadError(f"{file}: damaged (its sha256 differs from the one recorded when the cache was "
                                    f"written); delete {path} to rebuild it")
         _verified.add(key)
@@ -151,6 +153,8 @@ def convert_gguf(gguf_path: Path, target: Path) -> Path:
     """
     import torch
     from transformers import AutoModelForCausalLM
+
+    from mamba4net.core.io import sha256_file
 
     gguf_path = gguf_path.resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -187,7 +191,7 @@ def convert_gguf(gguf_path: Path, target: Path) -> Path:
             "source": str(gguf_path),
             "source_size": gguf_path.stat().st_size,
             "format": 1,
-            "sha256": {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(tmp.glob("*.safetensors"))},
+            "sha256": {f.name: sha256_file(f) for f in sorted(tmp.glob("*.safetensors"))},
             "note": "dequantized to float32 by mamba4net.plugins.hf_teacher; delete to rebuild",
         }
         (tmp / SOURCE_MARKER).write_text(json.dumps(marker, indent=2))
