@@ -92,14 +92,20 @@ def save_checked(path: Path, tensors: dict[str, torch.Tensor], info: dict[str, A
     write_json(sidecar(path), {**(info or {}), "sha256": digest})
 
 
-def load_checked(path: Path, what: str = "file") -> dict[str, torch.Tensor]:
-    """Tensors saved by :func:`save_checked`, verified against the sidecar's sha256 (a file from
-    before checksums, without one, loads unverified)."""
+def recorded_sha256(path: Path, what: str = "file") -> str | None:
+    """The sha256 that ``path``'s sidecar records (None: no sidecar, a file from before checksums);
+    a sidecar without one is a one-line DataError."""
     info = read_json(sidecar(path), missing_ok=True, what=f"{what} record")
     digest = info.get("sha256") if info else None
     if info is not None and not isinstance(digest, str):
         raise DataError(f"{sidecar(path)}: records no sha256 of {Path(path).name} (damaged?)")
-    return load_tensors(path, digest)
+    return digest
+
+
+def load_checked(path: Path, what: str = "file") -> dict[str, torch.Tensor]:
+    """Tensors saved by :func:`save_checked`, verified against the sidecar's sha256 (a file from
+    before checksums, without one, loads unverified)."""
+    return load_tensors(path, recorded_sha256(path, what))
 
 
 def verify_file(path: Path, sha256: str) -> str | None:

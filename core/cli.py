@@ -135,6 +135,7 @@ def cmd_report(args) -> int:
 
 def cmd_data(args) -> int:
     from mamba4net.core import datasets
+    from mamba4net.core.errors import DataError
     from mamba4net.core.paths import cache_dir, default_data_dir
     from mamba4net.registry import default_registry
 
@@ -159,18 +160,15 @@ def cmd_data(args) -> int:
             for rel, why in sorted(files.items()):
                 print(f"{root / name / rel}: {why}")
         bad = sum(len(v) for v in problems.values())
-        from mamba4net.core.errors import DataError
-
         raise DataError(f"{root}: {bad} of {total} files missing or altered (listed above); "
                         "mamba4net data fetch repairs them")
-    to = Path(args.to or args.dir) if (args.to or args.dir) else cache_dir() / "data"
+    target = args.to or args.dir
+    to = Path(target) if target else cache_dir() / "data"
     out = datasets.fetch(to, ms, mirror=args.mirror, progress=not args.no_progress)
     print(f"{to}: fetched {out['fetched']}, already good {out['already_good']}, failed {len(out['failed'])}")
     for name, why in sorted(out["failed"].items())[:20]:
         print(f"  {name}: {why}")
     if out["failed"]:
-        from mamba4net.core.errors import DataError
-
         raise DataError(f"{len(out['failed'])} files could not be fetched (listed above); run again to resume")
     return 0
 

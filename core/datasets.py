@@ -12,7 +12,6 @@ only then is it renamed over the old one, so a good file is never replaced by a 
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import logging
 import os
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from mamba4net.core.errors import ConfigError, DataError
-from mamba4net.core.io import read_json
+from mamba4net.core.io import read_json, sha256_file
 from mamba4net.core.progress import progress_bar
 
 log = logging.getLogger("mamba4net")
@@ -77,14 +76,6 @@ def manifests(registry, names: Iterable[str] | None = None) -> list[Manifest]:
     return [kind.get(n).build(None) for n in wanted]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def check_file(root: Path, m: Manifest, f: DataFile) -> str | None:
     """None when ``root/<folder>/<path>`` is there with the recorded size and checksum, else why not."""
     path = root / m.folder / f.path
@@ -92,7 +83,7 @@ def check_file(root: Path, m: Manifest, f: DataFile) -> str | None:
         return "missing"
     if path.stat().st_size != f.size:
         return f"size {path.stat().st_size} bytes, expected {f.size}"
-    if _sha256(path) != f.sha256:
+    if sha256_file(path) != f.sha256:
         return "altered (sha256 differs)"
     return None
 
@@ -153,7 +144,7 @@ def fetch(to: Path, ms: list[Manifest], mirror: str | None = None, progress: boo
         part = target.with_name(target.name + ".part")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            if part.exists() and part.stat().st_size >= f.size and _sha256(part) != f.sha256:
+            if part.exists() and part.stat().st_size >= f.size and sha256_file(part) != f.sha256:
                 part.unlink()  # a full-size leftover that is wrong: start afresh
             got, whole = (part.stat().st_size if part.exists() else 0), True
             for _ in range(MAX_REQUESTS):  # a server may send a range in several pieces
@@ -166,7 +157,7 @@ def fetch(to: Path, ms: list[Manifest], mirror: str | None = None, progress: boo
             if got < f.size and not whole:  # cut off: keep the part for the next run
                 failed[name] = f"{url}: {got} of {f.size} bytes so far (run again to resume)"
                 continue
-            if got != f.size or _sha256(part) != f.sha256:
+            if got != f.size or sha256_file(part) != f.sha256:
                 part.unlink()  # never kept, never renamed over a good file
                 failed[name] = f"downloaded file does not match the manifest ({url})"
                 continue

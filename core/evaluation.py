@@ -9,10 +9,10 @@ import logging
 import math
 import time
 
-from mamba4net.core.checkpoint import load_checked, save_checked, sidecar, verify_file
+from mamba4net.core.checkpoint import load_checked, recorded_sha256, save_checked, verify_file
 from mamba4net.core.context import MethodContext
 from mamba4net.core.errors import DataError, PluginError, ResultError
-from mamba4net.core.io import read_json, write_json
+from mamba4net.core.io import write_json
 
 log = logging.getLogger("mamba4net")
 
@@ -50,9 +50,8 @@ def verify_baselines(ctx) -> None:
     """The run's fitted baseline weights that exist verify (checked before an evaluation starts)."""
     folder = ctx.run.checkpoints / "baselines"
     for path in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
-        info = read_json(sidecar(path), missing_ok=True, what="baseline record")
-        digest = (info or {}).get("sha256")
-        why = verify_file(path, digest) if isinstance(digest, str) else None
+        digest = recorded_sha256(path, "baseline")
+        why = verify_file(path, digest) if digest else None
         if why:
             raise DataError(f"{why}; delete it to fit the baseline again")
 

@@ -173,8 +173,8 @@ class Registry:
                 continue
             for kind, component in mine:
                 kinds[kind].add(component)
-        for kind, reg in kinds.items():
-            reg.failed = {name: f for name, f in self.failed.items()}
+        for reg in kinds.values():
+            reg.failed = self.failed
         return kinds
 
     @staticmethod
