@@ -178,7 +178,7 @@ def markdown(out: dict) -> str:
 
 def plot(out: dict, path: Path) -> None:
     sys.path.insert(0, str(ROOT))
-    from mamba4net.core.plotting import pyplot
+    from mamba4net.core.plotting import log2_axes, pyplot, save_figure
 
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
@@ -198,15 +198,8 @@ def plot(out: dict, path: Path) -> None:
     axes[0].set_ylabel("MiB")
     axes[1].set_title("generated tokens / s")
     axes[2].set_title(f"largest batch within {out['budget_bytes'] / 2**30:.0f} GiB")
-    for ax in axes:
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("context (tokens)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    log2_axes(axes, "context (tokens)")
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

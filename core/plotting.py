@@ -14,6 +14,23 @@ def pyplot():
     return plt
 
 
+def save_figure(fig, path, dpi: int = 110) -> None:
+    """Lay out ``fig``, write it to ``path`` and free it."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
+
+
+def log2_axes(axes, xlabel: str, legend_size: int = 7) -> None:
+    """Log-2 x and log y, grid and legend on each of ``axes`` (the sweeps over lengths and contexts)."""
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=legend_size)
+
+
 def plot_cdf(series: dict[str, list[float]], path, *, xlabel: str, ylabel: str, higher_is_better: bool,
              fmt: str = ".3f", log_x: bool = False) -> bool:
     """Empirical CDFs, one step curve per name (best mean first in the legend, the mean in its
@@ -35,7 +52,5 @@ def plot_cdf(series: dict[str, list[float]], path, *, xlabel: str, ylabel: str, 
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
     return True

@@ -16,7 +16,7 @@ from mamba4net.core.bench.tables import latency_table, setup_line, size_table, s
 from mamba4net.core.errors import DataError, Mamba4netError
 from mamba4net.core.io import atomic_write_text, read_json
 from mamba4net.core.lock import run_lock
-from mamba4net.core.plotting import pyplot
+from mamba4net.core.plotting import pyplot, save_figure
 from mamba4net.core.runs import RunDir
 
 KIND_COLORS = {"teacher": "tab:red", "student": "tab:green", "predictor": "tab:blue", "baseline": "tab:gray"}
@@ -192,9 +192,7 @@ def plot_training(metrics: list[dict], path: Path) -> bool:
                 ax.legend(fontsize=7)
         else:
             ax.set_xlabel("step")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return True
 
 
@@ -216,9 +214,7 @@ def plot_models(results: dict, path: Path) -> bool:
     ax.invert_yaxis()
     ax.set_xlabel(f"{metric} ({'higher' if results['higher_is_better'] else 'lower'} is better)")
     ax.set_title(f"{results['task']} on {results['split']}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return True
 
 

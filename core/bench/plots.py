@@ -6,7 +6,7 @@ from pathlib import Path
 
 from mamba4net.core.bench.plan import teacher_and_students
 from mamba4net.core.bench.sweep import KV_STEP, REENCODE, STEP
-from mamba4net.core.plotting import pyplot
+from mamba4net.core.plotting import log2_axes, pyplot, save_figure
 
 TEACHER_COLORS = {REENCODE: "tab:red", KV_STEP: "tab:orange"}
 STUDENT_COLORS = ("tab:green", "tab:blue", "tab:purple", "tab:olive", "tab:cyan", "tab:brown", "tab:pink")
@@ -70,15 +70,8 @@ def plot_throughput(bench: dict, path: Path) -> bool:
     _slope_guides(axes[1], times)
     axes[1].set_title("time per forward pass: slope 1 = linear, 2 = quadratic")
     axes[1].set_ylabel("ms")
-    for ax in axes:
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("sequence length L")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    log2_axes(axes, "sequence length L")
+    save_figure(fig, path)
     return True
 
 
@@ -102,16 +95,10 @@ def plot_latency(bench: dict, path: Path) -> bool:
         role, mode = _role_mode(next(r for r in rows if r["series"] == name))
         color = TEACHER_COLORS.get(mode) if colors.get(role) == "tab:red" else colors.get(role)
         ax.plot(*zip(*pts), marker="o", color=color, label=f"{role}: {MODE_LABEL.get(mode, mode)}")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("history length (tokens)")
     ax.set_ylabel("ms per decision (median)")
     ax.set_title("streaming latency per decision, batch 1")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    log2_axes([ax], "history length (tokens)", legend_size=8)
+    save_figure(fig, path)
     return True
 
 
@@ -124,16 +111,10 @@ def plot_memory(bench: dict, path: Path) -> bool:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4))
     _lines(ax, series, role_colors(bench), scale=1 / 2**20)
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("sequence length L")
     ax.set_ylabel("peak memory of one forward (MiB)")
     ax.set_title(f"peak memory ({bench['setup']['device']}, increase over the baseline)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    log2_axes([ax], "sequence length L")
+    save_figure(fig, path)
     return True
 
 

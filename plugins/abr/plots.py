@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mamba4net.core.plotting import plot_cdf, pyplot
+from mamba4net.core.plotting import plot_cdf, pyplot, save_figure
 
 
 def plot_qoe_cdf(details: dict[str, dict], path: Path) -> bool:
@@ -34,7 +34,5 @@ def plot_timeline(details: dict[str, dict], path: Path) -> bool:
     for ax in (top, bottom):
         ax.grid(alpha=0.3)
     top.legend(fontsize=7, ncol=3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
     return True

@@ -76,7 +76,7 @@ def _plot(path, rows, students: list[str], sweep, metric: str, split: str, addit
     """Metric against FLOPs (fraction of the teacher's, log scale): the prefix ensembles F_1..F_K
     (F_1 = s1), the cascade's threshold sweep, the teacher, and each student alone unless the
     students are residual learners (meaningful only on top of the chain before them)."""
-    from mamba4net.core.plotting import pyplot
+    from mamba4net.core.plotting import pyplot, save_figure
 
     value = {n: (v, f) for n, v, f in rows if f is not None}
     if not value:
@@ -110,7 +110,5 @@ def _plot(path, rows, students: list[str], sweep, metric: str, split: str, addit
     ax.set_ylabel(f"{metric} on {split}")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return True
