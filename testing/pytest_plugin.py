@@ -12,11 +12,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 @pytest.fixture
 def m4n_registry():
     """A fresh registry: every installed plugin plus the toy task; made the process default."""
-    from mamba4net.registry.manager import Registry, set_default_registry
-    from mamba4net.testing.toy import ToyPlugin
+    from mamba4net.registry.manager import set_default_registry
+    from mamba4net.testing.toy import toy_registry
 
-    registry = Registry()
-    registry.add_plugin(ToyPlugin(), name="toy")
+    registry = toy_registry()
     set_default_registry(registry)
     yield registry
     set_default_registry(None)

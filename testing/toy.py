@@ -150,3 +150,23 @@ def tiny_pipeline_config(**overrides: Any) -> dict[str, Any]:
         "runtime": {"threads": 1, "progress": False},
     }
     return deep_merge(base, overrides)
+
+
+def toy_registry():
+    """A fresh registry: every installed plugin plus the toy task."""
+    from mamba4net.registry.manager import Registry
+
+    registry = Registry()
+    registry.add_plugin(ToyPlugin(), name="toy")
+    return registry
+
+
+def run_tiny_pipeline(root, **overrides: Any):
+    """:func:`tiny_pipeline_config` (with ``overrides``) run into the folder ``root`` with a registry
+    of its own; returns ``root``. For module-scoped fixtures that need one finished run."""
+    from mamba4net.core.config import validate_data
+    from mamba4net.core.pipeline import run_pipeline
+
+    registry = toy_registry()
+    run_pipeline(validate_data(tiny_pipeline_config(**overrides), registry=registry), root, registry=registry)
+    return root

@@ -102,15 +102,9 @@ def _assert_same_weights(a_root, b_root, atol):
 @pytest.fixture(scope="module")
 def torch_run(tmp_path_factory):
     """The reference: one process, plain PyTorch engine, same seed and global batch."""
-    from mamba4net.core.pipeline import run_pipeline
-    from mamba4net.registry.manager import Registry
-    from mamba4net.testing.toy import ToyPlugin
+    from mamba4net.testing.toy import run_tiny_pipeline
 
-    reg = Registry()
-    reg.add_plugin(ToyPlugin(), name="toy")
-    root = tmp_path_factory.mktemp("torch") / "run"
-    run_pipeline(validate_data(tiny_pipeline_config(**BASE), registry=reg), root, registry=reg)
-    return root
+    return run_tiny_pipeline(tmp_path_factory.mktemp("torch") / "run", **BASE)
 
 
 # -- config -------------------------------------------------------------------------------------------

@@ -5,10 +5,8 @@ nothing already written changes. Hypothesis runs derandomized, so CI sees the sa
 """
 
 import contextlib
-import copy
 import io
 import itertools
-import json
 import shutil
 from pathlib import Path
 
@@ -19,10 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mamba4net.core.cli import guarded, main
-from mamba4net.core.config import validate_data
-from mamba4net.core.pipeline import run_pipeline
-from mamba4net.registry.manager import Registry
-from mamba4net.testing.toy import ToyPlugin, tiny_pipeline_config
+from mamba4net.testing.toy import run_tiny_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -95,12 +90,7 @@ def mutated_config(draw):
 @pytest.fixture(scope="module")
 def prior_run(tmp_path_factory):
     """A finished tiny run: a failed command aimed at it must leave every file as it was."""
-    reg = Registry()
-    reg.add_plugin(ToyPlugin(), name="toy")
-    root = tmp_path_factory.mktemp("prior") / "run"
-    run_pipeline(validate_data(tiny_pipeline_config(benchmark={"enabled": False}), registry=reg), root,
-                 registry=reg)
-    return root
+    return run_tiny_pipeline(tmp_path_factory.mktemp("prior") / "run", benchmark={"enabled": False})
 
 
 @FUZZ
@@ -225,21 +215,11 @@ def test_damaged_experience_pools(tmp_path, pool_file, part):
     target = pool_file.with_suffix(f".{part}")
     other = pool_file.with_suffix(".json" if part == "safetensors" else ".safetensors")
 
-    def load(path: Path):
+    def load(path: Path):  # the damaged part beside an intact copy of the other
         shutil.copy(other, path.with_suffix(other.suffix))
         return ExperiencePool.load(path.with_suffix(".safetensors"))
 
-    original = target.read_bytes()
-
-    @FUZZ
-    @given(how=damage(len(original)))
-    def check(how):
-        path = tmp_path / f"{next(_names)}-pool{target.suffix}"
-        path.write_bytes(_damaged(original, how))
-        code, lines = _outcome(lambda: (load(path), 0)[1])
-        _assert_clean(code, lines)
-
-    check()
+    _fuzz_file(target, load, tmp_path)
 
 
 @pytest.mark.parametrize("name", ["final.safetensors", "done.json"])

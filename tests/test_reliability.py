@@ -22,8 +22,7 @@ from mamba4net.core.config import validate_data
 from mamba4net.core.errors import WriteError
 from mamba4net.core.hookspecs import hookimpl
 from mamba4net.core.pipeline import run_pipeline
-from mamba4net.registry.manager import Registry
-from mamba4net.testing.toy import ToyPlugin, tiny_pipeline_config
+from mamba4net.testing.toy import run_tiny_pipeline, tiny_pipeline_config
 
 NO_BENCH = {"benchmark": {"enabled": False}}
 
@@ -43,11 +42,7 @@ def _one_line(capsys) -> str:
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     """A finished tiny run (copied by each test that damages it)."""
-    reg = Registry()
-    reg.add_plugin(ToyPlugin(), name="toy")
-    root = tmp_path_factory.mktemp("finished") / "run"
-    run_pipeline(validate_data(tiny_pipeline_config(**NO_BENCH), registry=reg), root, registry=reg)
-    return root
+    return run_tiny_pipeline(tmp_path_factory.mktemp("finished") / "run", **NO_BENCH)
 
 
 @pytest.fixture

@@ -1,11 +1,8 @@
 """``mamba4net new-plugin``: the package it writes installs and passes its own tests unchanged;
 invalid or taken names are refused in one line."""
 
-import os
-import subprocess
-import sys
-
 import pytest
+from installed import Installed
 
 from mamba4net.core.cli import main
 
@@ -14,19 +11,11 @@ def test_scaffolded_plugin_installs_and_passes_its_tests(tmp_path, capsys):
     assert main(["new-plugin", "link_rtt", "--dir", str(tmp_path)]) == 0
     pkg = tmp_path / "link_rtt"
     assert "pip install -e ." in capsys.readouterr().out
-    target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--disable-pip-version-check", "--target", str(target), str(pkg)],
-                   check=True, capture_output=True, text=True)
-    env = {**os.environ, "PYTHONPATH": str(target)}
-    listing = subprocess.run([sys.executable, "-m", "mamba4net.core.cli", "plugins"],
-                             capture_output=True, text=True, env=env)
-    assert listing.returncode == 0, listing.stderr
-    assert "mamba4net-link-rtt 0.1.0" in listing.stdout and "link_rtt_last_value" in listing.stdout
-    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(pkg / "tests")],
-                           capture_output=True, text=True, env=env, cwd=tmp_path)
-    assert tests.returncode == 0, tests.stdout + tests.stderr
-    assert "4 passed" in tests.stdout
+    installed = Installed(pkg, tmp_path)
+    listing = installed.plugins()
+    assert "mamba4net-link-rtt 0.1.0" in listing and "link_rtt_last_value" in listing
+    tests = installed.run_its_tests()
+    assert "4 passed" in tests
 
 
 @pytest.mark.parametrize("name, message", [
