@@ -14,6 +14,10 @@ The ops, and the signature every implementation of an op has:
   B/C (b,g,n); never writes into ``state``.
 * ``causal_conv1d(x, weight, bias) -> out``: depthwise causal conv, x/out (b,l,c), weight (c,k),
   bias (c,) or None.
+* ``stream_decoder(backbone, batch_size, state=None) -> decoder``: streaming decisions, one token
+  per stream per call: ``decoder.step(x (b, D)) -> h (b, D)`` equals the backbone's ``step``
+  output; ``decoder.states()`` returns the state in the backbone's ``step`` format. A decoder may
+  snapshot the weights and keep its state in place; build a new one after the weights change.
 * ``kd_loss(student_logits, teacher_logits, temperature) -> scalar``:
   T^2 * KL(softmax(t/T) || softmax(s/T)) averaged over the leading dims; differentiable.
 

@@ -101,6 +101,7 @@ class BenchmarkParams(_Strict):
 class RuntimeParams(_Strict):
     device: str = Field("cpu", pattern=r"^(cpu|auto|cuda(:\d+)?|mps)$")  # cpu, cuda, cuda:1, mps, auto
     threads: int | None = Field(None, gt=0)  # torch intra-op threads; None = torch's default
+    decision_threads: int = Field(1, gt=0)  # torch threads of a streaming decision (policies, bench)
     kernels: dict[str, str] = Field(default_factory=dict)  # {op: implementation name}
     progress: bool = True
     # training engine: plain PyTorch, or DeepSpeed (ZeRO 0-3; several processes with --nproc)

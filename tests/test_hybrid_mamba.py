@@ -380,7 +380,8 @@ def test_plugin_registrations():
     assert isinstance(model, StreamingBackbone)
     by_name = {a[0]: (a[1], kw) for a, kw in kernels}
     assert set(by_name) == {
-        "ssd_scan_torch_chunked", "ssd_scan_torch_ref", "ssd_step_torch", "causal_conv1d_torch"
+        "ssd_scan_torch_chunked", "ssd_scan_torch_ref", "ssd_step_torch", "causal_conv1d_torch",
+        "stream_decoder_torch_fused", "stream_decoder_torch_ref",
     }
     assert by_name["ssd_scan_torch_chunked"][1]["op"] == "ssd_scan"
     priority = {name: kw["priority"] for name, (_, kw) in by_name.items()}

@@ -24,6 +24,7 @@ from mamba4net.core.bench.size import size_facts
 from mamba4net.core.bench.sweep import KV_STEP, REENCODE, STEP, latency_sweep, series_name, throughput_sweep
 from mamba4net.core.io import atomic_write_text, write_json
 from mamba4net.core.progress import progress_bar
+from mamba4net.core.runtime import decision_thread_count
 from mamba4net.core.seeding import move
 
 log = logging.getLogger("mamba4net")
@@ -69,6 +70,7 @@ def setup_facts(device: torch.device, memory_method: str) -> dict:
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
+        "decision_threads": decision_thread_count(),  # the streaming latency sweep's threads
         "cpu": _cpu_name(),
         "cpu_count": os.cpu_count(),
         "memory_method": memory_method,

@@ -21,6 +21,8 @@ log = logging.getLogger("mamba4net")
 
 from mamba4net.core.bench.measure import time_call
 from mamba4net.core.bench.plan import BenchPlan
+from mamba4net.core.runtime import decision_threads
+from mamba4net.core.streaming import decoder_for
 
 # ways of producing one streaming decision; a latency series is "<role>_<mode>"
 STEP = "step"  # a student's recurrent step from a constant-size state
@@ -154,7 +156,9 @@ def latency_sweep(models: dict[str, tuple[str, nn.Module]], plan: BenchPlan, dev
     """Per-decision latency in streaming use (batch 1) against the length of the history, for
     ``models`` = {role: (kind, backbone)}.
 
-    A student's ``step``: its recurrent ``step`` from the state after the history (its
+    Every point runs with ``runtime.decision_threads`` torch threads (1 by default), like a policy's
+    decisions. A student's ``step``: one step of its streaming decoder (what a policy decides
+    with, :func:`mamba4net.core.streaming.decoder_for`) from the state after the history (its
     ``prefill``); a teacher's ``kv_step``: its ``step_cached`` against a KV cache of the history
     (each timed call appends one position, so the history grows by at most warm-up + repeats
     tokens during a point); a teacher's ``reencode``: a forward pass over the whole window
@@ -165,15 +169,17 @@ def latency_sweep(models: dict[str, tuple[str, nn.Module]], plan: BenchPlan, dev
     budgets = {series_name(r, m): Budget(plan.budget_s, plan.warmup + 1) for r, m, _ in series}
     prefill_budgets = {role: Budget(plan.budget_s, 1) for role in models}
     reencode_ms: dict[tuple[str, int], float] = {}
-    for h in plan.history_lens:
-        for role, mode, model in series:
-            name = series_name(role, mode)
-            bar.set_postfix_str(f"{name} H={h}")
-            row = _latency_point(role, mode, model, h, plan, device, budgets[name], prefill_budgets[role], reencode_ms)
-            rows.append({"series": name, "role": role, "mode": mode, "history": h, **row})
-            log.info("bench %s history %d: %s", name, h,
-                     f"{row['median_ms']:.2f} ms" if row["status"] == "ok" else "skipped, " + row["reason"])
-            bar.update(1)
+    with decision_threads():
+        for h in plan.history_lens:
+            for role, mode, model in series:
+                name = series_name(role, mode)
+                bar.set_postfix_str(f"{name} H={h}")
+                row = _latency_point(role, mode, model, h, plan, device, budgets[name], prefill_budgets[role],
+                                     reencode_ms)
+                rows.append({"series": name, "role": role, "mode": mode, "history": h, **row})
+                log.info("bench %s history %d: %s", name, h,
+                         f"{row['median_ms']:.2f} ms" if row["status"] == "ok" else "skipped, " + row["reason"])
+                bar.update(1)
     return rows
 
 
@@ -203,10 +209,12 @@ def _latency_point(role, mode, model, h, plan, device, budget, prefill_budget, r
         t0 = time.perf_counter()
         _, state = model.prefill(history)
         prefill_budget.record(h, (time.perf_counter() - t0) * 1e3, f"history {h}")
-        timing, _ = time_call(lambda: model.step(x, state), warmup=plan.warmup, repeats=plan.repeats,
+        size = state_bytes(state)
+        decoder = decoder_for(model, 1, state)  # what a policy decides with (core.streaming)
+        timing, _ = time_call(lambda: decoder.step(x), warmup=plan.warmup, repeats=plan.repeats,
                               budget_s=plan.budget_s, device=device)
         budget.record(1, timing.median_ms, f"history {h}")
-        return {"status": "ok", **timing.as_dict(), "state_bytes": state_bytes(state)}
+        return {"status": "ok", **timing.as_dict(), "state_bytes": size}
 
     # KV_STEP
     if not (hasattr(model, "prefill_cache") and hasattr(model, "step_cached")):

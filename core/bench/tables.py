@@ -162,7 +162,8 @@ def skipped_list(bench: dict) -> str:
 
 def setup_line(bench: dict) -> str:
     s, p = bench["setup"], bench["plan"]
-    line = (f"Device `{s['device']}` ({s.get('gpu') or s.get('cpu')}), {s['torch_threads']} torch threads, "
+    line = (f"Device `{s['device']}` ({s.get('gpu') or s.get('cpu')}), {s['torch_threads']} torch threads "
+            f"({s.get('decision_threads', s['torch_threads'])} for the streaming latency), "
             f"torch {s['torch']}, code {s.get('code_version')}; {p['warmup']} warm-up call(s), median of up to {p['repeats']} timed calls per "
             f"point, {p['budget_s']:.0f} s budget per point. Load average at start/end: "
             f"{s.get('load_average_start')} / {s.get('load_average_end')} (above ~0 means other work shared "

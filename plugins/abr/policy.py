@@ -4,12 +4,15 @@ Two ways to decide, chosen by what the backbone can do:
 
 * **streaming** (a backbone with ``init_state``/``step``, e.g. the hybrid Mamba student): per chunk,
   feed this decision's tokens one recurrent step each, read the action, feed the action token.
-  Work and memory per decision are constant; the history is never re-encoded.
+  Work and memory per decision are constant; the history is never re-encoded. The steps go
+  through the backbone's streaming decoder (:func:`mamba4net.core.streaming.decoder_for`: for the
+  student, prepacked weights and state updated in place), built at every ``reset``.
 * **re-encoding** (any backbone, e.g. the LLM teacher): per chunk, run the model over the last
   ``window`` decisions and read the action at the newest one.
 
 Return conditioning (NetLLM): the first decision is asked for ``target_return``; after each chunk
 the return-to-go drops by the reward (QoE) that chunk earned. Actions are the argmax of the logits.
+Each decision runs with ``runtime.decision_threads`` torch threads (1 by default).
 """
 
 from __future__ import annotations
@@ -18,12 +21,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mamba4net.core.runtime import decision_threads
+from mamba4net.core.streaming import can_stream as _backbone_streams
+from mamba4net.core.streaming import decoder_for
+
 from .encoder import N_ACTIONS
 
 
 def can_stream(model) -> bool:
-    backbone = getattr(model, "backbone", None)
-    return callable(getattr(backbone, "init_state", None)) and callable(getattr(backbone, "step", None))
+    return _backbone_streams(getattr(model, "backbone", None))
 
 
 class SequencePolicy:
@@ -52,10 +58,14 @@ class SequencePolicy:
         self.rtg = np.full(n, self.target / self.scale, dtype=np.float32)
         self.prev = np.full(n, N_ACTIONS, dtype=np.int64)
         self.hist: dict[str, list[np.ndarray]] = {"rtg": [], "states": [], "actions": []}
-        self.state = self.model.backbone.init_state(n) if self.stream else None
+        self.decoder = decoder_for(self.model.backbone, n) if self.stream else None
 
     @torch.no_grad()
     def act(self, obs) -> np.ndarray:
+        with decision_threads():
+            return self._act(obs)
+
+    def _act(self, obs) -> np.ndarray:
         state = np.asarray(obs.pensieve_state(self.s_len), dtype=np.float32)  # (N, 6, S)
         logits = self._stream(state) if self.stream else self._reencode(state)  # (N, 6)
         actions = logits.float().argmax(-1).cpu().numpy().astype(np.int64)
@@ -74,18 +84,17 @@ class SequencePolicy:
         return torch.as_tensor(x, device=self.device, dtype=dtype)
 
     def _stream(self, state: np.ndarray) -> Tensor:
-        enc, backbone = self.model.encoder, self.model.backbone
         ts = self._tensor(np.full(self.n, self.t), torch.long)
-        tokens = enc.decision_tokens(self._tensor(self.rtg), self._tensor(state), self._tensor(self.prev), ts)
+        tokens = self.model.encoder.decision_tokens(self._tensor(self.rtg), self._tensor(state), self._tensor(self.prev), ts)
         for i in range(tokens.shape[1]):  # (N, n_pre, D): one recurrent step per token
-            h, self.state = backbone.step(tokens[:, i].to(self.dtype), self.state)
+            h = self.decoder.step(tokens[:, i].to(self.dtype))
         return self.model.head(h)  # (N, 6)
 
     def _feed_action(self, actions: np.ndarray) -> None:
         ts = self._tensor(np.full(self.n, self.t), torch.long)
         token = self.model.encoder.action_token(self._tensor(actions), ts)
         if token is not None:
-            _, self.state = self.model.backbone.step(token.to(self.dtype), self.state)
+            self.decoder.step(token.to(self.dtype))
 
     def _reencode(self, state: np.ndarray) -> Tensor:
         self.hist["rtg"].append(self.rtg.copy())

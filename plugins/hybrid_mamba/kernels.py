@@ -9,10 +9,13 @@ Ops and their call signatures (every implementation of an op has the same one):
   -> ``y`` or ``(y, final_states)``; see :mod:`.ssd`.
 * ``ssd_step(state, x, dt, A, B, C, D=None) -> (y, new_state)``.
 * ``causal_conv1d(x, weight, bias) -> out``: depthwise causal conv, x/out (b, l, c), weight (c, k).
+* ``stream_decoder(backbone, batch_size, state=None) -> decoder``: a streaming decoder over the
+  backbone's weights (``decoder.step(x (b, D)) -> h (b, D)``, ``decoder.states()``); see :mod:`.decode`.
 
 Implementations registered here, by priority: ``ssd_scan_torch_chunked`` (10) and
 ``ssd_scan_torch_ref`` (0, the sequential reference); ``ssd_step_torch`` (0);
-``causal_conv1d_torch`` (0). The triton_kernels plugin adds faster ones (see its ``registry``);
+``causal_conv1d_torch`` (0); ``stream_decoder_torch_fused`` (10: prepacked weights, state updated
+in place) and ``stream_decoder_torch_ref`` (0: ``backbone.step``). The triton_kernels plugin adds faster ones (see its ``registry``);
 the ops' signatures are listed in :mod:`mamba4net.core.kernels`.
 """
 
@@ -26,6 +29,7 @@ log = logging.getLogger("mamba4net")
 SSD_SCAN = "ssd_scan"
 SSD_STEP = "ssd_step"
 CAUSAL_CONV1D = "causal_conv1d"
+STREAM_DECODER = "stream_decoder"
 
 
 # --- FLOPs of the ops, whatever runs them (kernel meta ``flops``; see mamba4net.core.kernels) ---------
@@ -74,15 +78,32 @@ def causal_conv1d_torch() -> Callable[..., Any]:
     return causal_depthwise_conv
 
 
+def stream_decoder_torch_fused() -> Callable[..., Any]:
+    """Prepacked weights, preallocated state updated in place: the decision path's default."""
+    from .decode import fused_decoder
+
+    return fused_decoder
+
+
+def stream_decoder_torch_ref() -> Callable[..., Any]:
+    """``backbone.step`` as it is: the reference the fused decoder is tested against."""
+    from .decode import reference_decoder
+
+    return reference_decoder
+
+
 # (registered name, op, factory, priority): plugin.py registers exactly these.
 KERNELS: list[tuple[str, str, Callable[[], Callable[..., Any]], int]] = [
     ("ssd_scan_torch_chunked", SSD_SCAN, ssd_scan_torch_chunked, 10),
     ("ssd_scan_torch_ref", SSD_SCAN, ssd_scan_torch_ref, 0),
     ("ssd_step_torch", SSD_STEP, ssd_step_torch, 0),
     ("causal_conv1d_torch", CAUSAL_CONV1D, causal_conv1d_torch, 0),
+    ("stream_decoder_torch_fused", STREAM_DECODER, stream_decoder_torch_fused, 10),
+    ("stream_decoder_torch_ref", STREAM_DECODER, stream_decoder_torch_ref, 0),
 ]
 
-_FALLBACK = {SSD_SCAN: ssd_scan_torch_chunked, SSD_STEP: ssd_step_torch, CAUSAL_CONV1D: causal_conv1d_torch}
+_FALLBACK = {SSD_SCAN: ssd_scan_torch_chunked, SSD_STEP: ssd_step_torch, CAUSAL_CONV1D: causal_conv1d_torch,
+             STREAM_DECODER: stream_decoder_torch_fused}
 _warned = False
 
 

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from .attention import CausalSelfAttention
 from .config import HybridMambaParams
-from .kernels import SSD_SCAN, SSD_STEP, get_kernel
+from .kernels import SSD_SCAN, SSD_STEP, STREAM_DECODER, get_kernel
 from .mixer import Mamba2Mixer
 from .mlp import SwiGLU
 from .norms import RMSNorm
@@ -169,6 +169,13 @@ class HybridMambaBackbone(nn.Module):
         """One state per layer: Mamba2State (constant size) or KVCache (grows, attention layers)."""
         w = self.norm_f.weight
         return [layer.mixer.init_state(batch_size, w.device, w.dtype) for layer in self.layers]
+
+    def decoder(self, batch_size: int, state: list[Any] | None = None):
+        """A streaming decoder over the current weights (kernel op ``stream_decoder``: by default
+        prepacked weights and state updated in place, see :mod:`.decode`), from ``state`` (e.g.
+        a ``prefill``'s) or the empty state. ``decoder.step(x)`` returns what ``step`` returns."""
+        w = self.norm_f.weight
+        return self._kernel(STREAM_DECODER, w.device)(self, batch_size, state)
 
     def step(self, x: Tensor, state: list[Any]) -> tuple[Tensor, list[Any]]:
         """One token per stream: x (B, D) -> (y (B, D), new state). ``state`` is not modified."""

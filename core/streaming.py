@@ -1,0 +1,47 @@
+"""A backbone's streaming decoder: what a policy holds to decide one token at a time.
+
+``decoder_for(backbone, batch_size, state=None)`` returns the backbone's own ``decoder(...)`` when it
+has one (the hybrid Mamba student's comes from the kernel op ``stream_decoder``), else a plain
+wrapper of the ``StreamingBackbone`` protocol's ``init_state``/``step``. Either way:
+
+    decoder.step(x)   # x (B, D), one token per stream -> hidden (B, D), the state advanced
+    decoder.states()  # the state in the backbone's ``step`` format
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+def can_stream(backbone) -> bool:
+    """Whether ``backbone`` implements the ``StreamingBackbone`` protocol (``init_state``/``step``)."""
+    return callable(getattr(backbone, "init_state", None)) and callable(getattr(backbone, "step", None))
+
+
+class StepDecoder:
+    """``init_state``/``step`` behind the decoder interface (functional: a new state per call)."""
+
+    def __init__(self, backbone, batch_size: int, state: Any = None):
+        self.backbone = backbone
+        self._state = state if state is not None else backbone.init_state(batch_size)
+
+    @torch.no_grad()
+    def step(self, x: Tensor) -> Tensor:
+        h, self._state = self.backbone.step(x, self._state)
+        return h
+
+    def states(self) -> Any:
+        return self._state
+
+
+def decoder_for(backbone, batch_size: int, state: Any = None):
+    """The fastest streaming decoder ``backbone`` offers for ``batch_size`` streams."""
+    make = getattr(backbone, "decoder", None)
+    if callable(make):
+        return make(batch_size, state)
+    if not can_stream(backbone):
+        raise TypeError(f"{type(backbone).__name__} has no recurrent step (init_state/step)")
+    return StepDecoder(backbone, batch_size, state)
