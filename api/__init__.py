@@ -32,6 +32,12 @@ _LAZY = {
     "ModelOutput": "mamba4net.core.protocols",
     "Batch": "mamba4net.core.protocols",
     "count_parameters": "mamba4net.core.protocols",
+    # what one deployed decision is (a task's optional deploy_spec, for `mamba4net export`)
+    "DeploySpec": "mamba4net.core.onnx_export",
+    "ExportError": "mamba4net.core.onnx_export",
+    # streaming decisions: a backbone's decoder, and the thread count decisions run with
+    "decoder_for": "mamba4net.core.streaming",
+    "decision_threads": "mamba4net.core.runtime",
     # what a method's stage works with
     "StageContext": "mamba4net.core.context",
     "MethodContext": "mamba4net.core.context",

@@ -1,4 +1,4 @@
-"""The ``mamba4net`` command: run, validate, evaluate, bench, report, plugins, new-plugin, data.
+"""The ``mamba4net`` command: run, validate, evaluate, bench, export, report, plugins, new-plugin, data.
 
 Problems with the user's input (config, plugin names, data) end in one line on stderr and exit code 2;
 ``--debug`` shows the traceback instead.
@@ -123,6 +123,19 @@ def cmd_bench(args) -> int:
     print(size_table(bench))
     print(throughput_table(bench))
     print(f"bench written to: {out} (bench.json, bench.md, plots)")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from mamba4net.core.io import read_json
+    from mamba4net.core.onnx_export import export_run
+
+    for manifest_path in export_run(args.run_dir):
+        m = read_json(manifest_path)
+        state = f"{len(m['state'])} state tensors in and out" if m["stateful"] else "no state between decisions"
+        print(f"{m['role']}: {manifest_path.parent / m['onnx']} ({m['bytes'] / 1024:.1f} KiB; inputs "
+              f"{', '.join(m['inputs'])}; {state}; onnxruntime vs PyTorch max |diff| "
+              f"{m['max_abs_diff_vs_torch']:.2g}); manifest {manifest_path}")
     return 0
 
 
@@ -266,6 +279,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the deployed roles to measure, e.g. teacher,student (default: all)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(fn=cmd_bench)
+
+    p = sub.add_parser("export", help="each deployed student of a finished run as ONNX (RUN_DIR/deploy/)")
+    p.add_argument("run_dir")
+    p.set_defaults(fn=cmd_export)
 
     p = sub.add_parser("report", help="re-render a run's report.md from results.json and bench.json")
     p.add_argument("run_dir")

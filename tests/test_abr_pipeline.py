@@ -55,3 +55,7 @@ def test_abr_cli_end_to_end(tmp_path):
     # written once in the documented format (safetensors + JSON sidecar)
     names = sorted(p.name.split("-")[0] + p.suffix for p in (tmp_path / "pools").iterdir())
     assert names == ["test.json", "test.safetensors", "train.json", "train.safetensors"]
+    # export the student to ONNX and replay the test split in onnxruntime: the same decisions
+    from export_checks import check_abr_export
+
+    check_abr_export(out, details["student"]["per_trace_qoe"])

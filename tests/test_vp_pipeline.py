@@ -39,3 +39,7 @@ def test_vp_cli_end_to_end(tmp_path):
     assert again["split"] == "valid" and set(again["models"]) == set(results["models"])
     # the LSTM was trained once and reused, not refitted
     assert again["models"]["lstm"]["fit_seconds"] == 0.0
+    # export the student to ONNX; onnxruntime predicts the test windows as PyTorch does
+    from export_checks import check_vp_export
+
+    check_vp_export(tmp_path / "run")

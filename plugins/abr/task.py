@@ -157,6 +157,12 @@ class ABRTask:
             raise ValueError(f"ABR logits {tuple(logits.shape)} do not match actions {tuple(actions.shape)}")
         return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), actions.reshape(-1))
 
+    def deploy_spec(self, model):
+        """One decision of the deployed policy, for ``mamba4net export`` (see :mod:`.deploy`)."""
+        from .deploy import abr_deploy_spec
+
+        return abr_deploy_spec(self, model)
+
     # --- evaluation --------------------------------------------------------------------------
     def as_policy(self, predictor: Any, mode: str = "auto"):
         """A baseline is already a policy; a model (encoder -> backbone -> head) is wrapped."""

@@ -58,6 +58,12 @@ class VPTask:
             return F.mse_loss(pred, target)
         return F.l1_loss(pred, target)
 
+    def deploy_spec(self, model):
+        """One deployed prediction, for ``mamba4net export`` (see :mod:`.deploy`)."""
+        from .deploy import vp_deploy_spec
+
+        return vp_deploy_spec(self, model)
+
     def evaluate(self, predictor: Any, split: str = "test", batch_size: int = 512) -> dict[str, float]:
         """``{"mae_deg", "mae_roll", "mae_pitch", "mae_yaw", "n_samples"}`` on ``split``.
 
