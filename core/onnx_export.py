@@ -65,7 +65,7 @@ class DeploySpec:
     constants: dict[str, float] = field(default_factory=dict)
 
 
-def _flatten(state: list[Any]) -> dict[str, Tensor]:
+def flatten_state(state: list[Any]) -> dict[str, Tensor]:
     """A backbone state (a list with one dataclass of tensors per layer) as named tensors."""
     if not isinstance(state, (list, tuple)) or not all(dataclasses.is_dataclass(s) for s in state):
         raise ExportError("the backbone's recurrent state is not a list of per-layer dataclasses of tensors")
@@ -95,16 +95,16 @@ class _Decision(nn.Module):
         for i in range(tokens.shape[1]):
             h, state = self.backbone.step(tokens[:, i], state)
         out = self.head(h)
-        return (out, *_flatten(state).values()) if self.stateful else out
+        return (out, *flatten_state(state).values()) if self.stateful else out
 
 
 def _growing_axes(model, batch: int) -> dict[str, int]:
     """State tensors whose size changes with a step (KV caches), and the axis that grows."""
-    before = _flatten(model.backbone.init_state(batch))
+    before = flatten_state(model.backbone.init_state(batch))
     with torch.no_grad():
         _, after = model.backbone.step(torch.zeros(batch, model.d_model), model.backbone.init_state(batch))
     grows = {}
-    for name, t in _flatten(after).items():
+    for name, t in flatten_state(after).items():
         diff = [d for d, (a, b) in enumerate(zip(before[name].shape, t.shape)) if a != b]
         if diff:
             grows[name] = diff[0]
@@ -120,7 +120,7 @@ def export_onnx(model, spec: DeploySpec, path: Path) -> dict:
     model = model.float().eval()
     batch = next(iter(spec.inputs.values())).shape[0]
     template = backbone.init_state(batch)
-    state = _flatten(template) if spec.stateful else {}
+    state = flatten_state(template) if spec.stateful else {}
     grows = _growing_axes(model, batch) if spec.stateful else {}
     wrapper = _Decision(model, spec, template).eval()
     in_names = list(spec.inputs) + [f"state.{k}" for k in state]

@@ -14,7 +14,7 @@ from mamba4net.core.bench.measure import cpu_memory_supported, peak_rss_increase
 from mamba4net.core.bench.plan import FULL_SEQ_LENS, make_plan
 from mamba4net.core.bench.run import compute_ratios, headline, measure_all, write_bench
 from mamba4net.core.bench.size import _unique, file_bytes, size_facts
-from mamba4net.core.bench.sweep import STUDENT_STEP, TEACHER_KV, TEACHER_REENCODE, Budget, state_bytes
+from mamba4net.core.bench.sweep import STUDENT_ONNX, STUDENT_STEP, TEACHER_KV, TEACHER_REENCODE, Budget, state_bytes
 from mamba4net.core.cli import main
 from mamba4net.core.config import BenchmarkParams, validate_data
 from mamba4net.core.context import RunContext
@@ -36,7 +36,7 @@ def test_plan_defaults_full_and_explicit_values():
     mine = make_plan(p, full=True, seq_lens=[1024, 256, 256], repeats=2, budget_s=3, memory=False, roles=["student"])
     assert mine.seq_lens == [256, 1024] and mine.repeats == 2 and mine.budget_s == 3.0
     assert mine.memory is False and mine.roles == ("student",)
-    assert mine.n_points == 2 * 4 * 1 + 6 * 1
+    assert mine.n_points == 2 * 4 * 1 + 6 * 2
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -190,13 +190,14 @@ def test_measure_all_structure_and_ratios(tiny_config, m4n_registry, tmp_path):
     assert ratios["size_student_over_teacher"] == pytest.approx(m["student"]["deploy_bytes"] / m["teacher"]["deploy_bytes"], rel=1e-4)
     assert ratios["params_student_over_teacher"] == pytest.approx(m["student"]["params"] / m["teacher"]["params"], rel=1e-4)
     series = {(r["series"], r["history"]) for r in bench["latency"] if r["status"] == "ok"}
-    assert series == {(s, h) for s in (STUDENT_STEP, TEACHER_KV, TEACHER_REENCODE) for h in (4, 16)}
+    assert series == {(s, h) for s in (STUDENT_STEP, STUDENT_ONNX, TEACHER_KV, TEACHER_REENCODE) for h in (4, 16)}
     lat = {(r["series"], r["history"]): r for r in bench["latency"]}
     for x in ratios["latency"]:
         h = x["history"]
         assert x["teacher_kv_over_student"] == pytest.approx(
             lat[(TEACHER_KV, h)]["median_ms"] / lat[(STUDENT_STEP, h)]["median_ms"], rel=1e-3)
     assert lat[(TEACHER_KV, 16)]["state_bytes"] > lat[(TEACHER_KV, 4)]["state_bytes"]
+    assert lat[(STUDENT_ONNX, 4)]["onnx_bytes"] > 0 and bench["setup"]["decision_threads"] == 1
 
     head = headline(bench)
     assert head["teacher"]["disk_bytes"] == m["teacher"]["deploy_bytes"]
@@ -279,7 +280,8 @@ def test_cli_bench_on_a_config(tiny_config, m4n_registry, tmp_path, capsys):
     bench = json.loads((out / "bench.json").read_text())
     assert bench["ratios"] == {} and list(bench["models"]) == ["student"]
     assert {r["role"] for r in bench["throughput"]} == {"student"}
-    assert {r["series"] for r in bench["latency"]} == {STUDENT_STEP}
+    assert {r["series"] for r in bench["latency"]} == {STUDENT_STEP, STUDENT_ONNX}
+    assert "student onnxruntime step ms" in (out / "bench.md").read_text()
 
 
 @pytest.mark.parametrize("args, message", [

@@ -36,8 +36,9 @@ class BenchPlan:
 
     @property
     def n_points(self) -> int:
-        # streaming latency: a student steps its state; a teacher re-encodes and steps its KV cache
-        n_series = sum(2 if kind == "teacher" else 1 for kind in self.kinds)
+        # streaming latency: a student steps its state (PyTorch, onnxruntime); a teacher re-encodes
+        # and steps its KV cache
+        n_series = 2 * len(self.kinds)
         return len(self.seq_lens) * len(self.batch_sizes) * len(self.roles) + len(self.history_lens) * n_series
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from mamba4net.core.bench.plan import teacher_and_students
-from mamba4net.core.bench.sweep import KV_STEP, REENCODE, STEP
+from mamba4net.core.bench.sweep import KV_STEP, ONNX_STEP, REENCODE, STEP
 from mamba4net.core.plotting import log2_axes, pyplot, save_figure
 
 TEACHER_COLORS = {REENCODE: "tab:red", KV_STEP: "tab:orange"}
 STUDENT_COLORS = ("tab:green", "tab:blue", "tab:purple", "tab:olive", "tab:cyan", "tab:brown", "tab:pink")
-MODE_LABEL = {STEP: "recurrent step", KV_STEP: "step with KV cache", REENCODE: "re-encode the window"}
+MODE_LABEL = {STEP: "recurrent step", ONNX_STEP: "recurrent step in onnxruntime", KV_STEP: "step with KV cache", REENCODE: "re-encode the window"}
 
 
 def role_colors(bench: dict) -> dict[str, str]:
@@ -79,7 +79,7 @@ def _role_mode(row: dict) -> tuple[str, str]:
     """(role, mode) of a latency row (also of bench.json files that only recorded the series)."""
     if "role" in row:
         return row["role"], row["mode"]
-    mode = next((m for m in (KV_STEP, REENCODE, STEP) if row["series"].endswith("_" + m)), "")
+    mode = next((m for m in (KV_STEP, REENCODE, ONNX_STEP, STEP) if row["series"].endswith("_" + m)), "")
     return row["series"][: -len(mode) - 1] if mode else row["series"], mode
 
 

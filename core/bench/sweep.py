@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -26,9 +27,10 @@ from mamba4net.core.streaming import decoder_for
 
 # ways of producing one streaming decision; a latency series is "<role>_<mode>"
 STEP = "step"  # a student's recurrent step from a constant-size state
+ONNX_STEP = "onnx_step"  # the same step exported to ONNX, run by onnxruntime (CPU)
 KV_STEP = "kv_step"  # a teacher's new token against a KV cache of the history
 REENCODE = "reencode"  # a teacher encoding the whole window (history + new token) again
-MODES = {"student": (STEP,), "teacher": (REENCODE, KV_STEP)}  # the KV prefill is judged by the re-encoding
+MODES = {"student": (STEP, ONNX_STEP), "teacher": (REENCODE, KV_STEP)}  # the KV prefill is judged by the re-encoding
 
 
 def series_name(role: str, mode: str) -> str:
@@ -38,6 +40,7 @@ def series_name(role: str, mode: str) -> str:
 # the series of the built-in method's roles
 STUDENT_STEP, TEACHER_KV, TEACHER_REENCODE = series_name("student", STEP), series_name("teacher", KV_STEP), \
     series_name("teacher", REENCODE)
+STUDENT_ONNX = series_name("student", ONNX_STEP)
 
 
 def input_dtype(backbone: nn.Module) -> torch.dtype:
@@ -216,6 +219,9 @@ def _latency_point(role, mode, model, h, plan, device, budget, prefill_budget, r
         budget.record(1, timing.median_ms, f"history {h}")
         return {"status": "ok", **timing.as_dict(), "state_bytes": size}
 
+    if mode == ONNX_STEP:
+        return _onnx_step_point(model, h, plan, device, budget, x)
+
     # KV_STEP
     if not (hasattr(model, "prefill_cache") and hasattr(model, "step_cached")):
         return {"status": "skipped", "reason": f"{role} has no prefill_cache/step_cached"}
@@ -230,3 +236,39 @@ def _latency_point(role, mode, model, h, plan, device, budget, prefill_budget, r
                           budget_s=plan.budget_s, device=device)
     budget.record(1, timing.median_ms, f"history {h}")
     return {"status": "ok", **timing.as_dict(), "state_bytes": size, "history_growth_max": calls}
+
+
+class _AsToken(nn.Module):
+    def forward(self, x):
+        return x[:, None]  # (b, D) -> (b, 1, D): one token
+
+
+def _onnx_step_point(model, h, plan, device, budget, x) -> dict:
+    """The student's step exported to ONNX (its state as explicit inputs, :mod:`mamba4net.core.onnx_export`)
+    and run by onnxruntime on the CPU with ``decision_threads`` threads, from the state after the
+    history: what a device without torch decides with."""
+    import tempfile
+
+    from mamba4net.core.model import NetModel
+    from mamba4net.core.onnx_export import DeploySpec, ExportError, export_onnx, flatten_state, onnx_session
+    from mamba4net.core.runtime import decision_thread_count
+
+    if device.type != "cpu" or input_dtype(model) != torch.float32:
+        return {"status": "skipped", "reason": "onnxruntime is measured for float32 models on the CPU"}
+    if budget.exhausted:
+        return {"status": "skipped", "reason": budget.exhausted}
+    with tempfile.TemporaryDirectory(prefix="mamba4net-onnx-") as tmp:
+        path = Path(tmp) / "step.onnx"
+        net = NetModel(_AsToken(), model, nn.Identity())
+        spec = DeploySpec(inputs={"x": x}, encoder=net.encoder, head=net.head, output="h", stateful=True)
+        try:
+            manifest = export_onnx(net, spec, path)
+        except (ExportError, ImportError) as exc:
+            return {"status": "skipped", "reason": f"not exported: {exc}"}
+        session = onnx_session(path, threads=decision_thread_count())
+        _, state = model.prefill(torch.randn(1, h, model.d_model, dtype=x.dtype)) if h else (None, model.init_state(1))
+        feed = {"x": x.numpy(), **{f"state.{k}": t.numpy() for k, t in flatten_state(state).items()}}
+        timing, _ = time_call(lambda: session.run(["h"], feed), warmup=plan.warmup, repeats=plan.repeats,
+                              budget_s=plan.budget_s, device=device)
+    budget.record(1, timing.median_ms, f"history {h}")
+    return {"status": "ok", **timing.as_dict(), "onnx_bytes": manifest["bytes"]}

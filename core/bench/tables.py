@@ -8,7 +8,7 @@ teacher; with the built-in method's two roles the headers read "teacher", "stude
 from __future__ import annotations
 
 from mamba4net.core.bench.plan import teacher_and_students
-from mamba4net.core.bench.sweep import KV_STEP, REENCODE, STEP, series_name
+from mamba4net.core.bench.sweep import KV_STEP, ONNX_STEP, REENCODE, STEP, series_name
 
 
 def mib(n) -> str:
@@ -123,6 +123,8 @@ def latency_table(bench: dict) -> str:
     kv = series_name(teacher, KV_STEP) if teacher else None
     re = series_name(teacher, REENCODE) if teacher else None
     cols = [(f"{s} step ms", name) for s, name in step]
+    cols += [(f"{s} onnxruntime step ms", series_name(s, ONNX_STEP)) for s in students
+             if series_name(s, ONNX_STEP) in present]
     cols += [(f"{teacher} KV-cache step ms", kv), (f"{teacher} re-encode ms", re)] if teacher else []
     single = len(step) == 1
     ratios = []
