@@ -1,4 +1,5 @@
-"""CJS sequence policies: experience pool, windows, streaming == re-encoding, evaluation."""
+"""CJS sequence policies: experience pool, windows, streaming == re-encoding, live == batch
+encoding of a decision, evaluation."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ from mamba4net.core.protocols import ModelOutput
 from mamba4net.plugins.cjs.baselines import RuleBaseline
 from mamba4net.plugins.cjs.config import CJSParams, ClusterParams, PoolParams
 from mamba4net.plugins.cjs.evaluation import episode_jobs, make_sim
+from mamba4net.plugins.cjs.graph import JobSetCache, job_set, observe
 from mamba4net.plugins.cjs.policy import SequenceScheduler, can_stream
 from mamba4net.plugins.cjs.pool import ARRAYS, ExperiencePool
 from mamba4net.plugins.cjs.task import CJSTask
 from mamba4net.plugins.cjs.tokens import CJSKDLoss, CJSPolicyHead, CJSTokenEncoder
-from mamba4net.plugins.cjs.windows import candidates
+from mamba4net.plugins.cjs.windows import Decision, assemble, candidates
 
 # a small cluster and small jobs keep every episode to a few hundred decisions
 SMALL = dict(num_executors=6, job_arrival_rate=1e-4, scales=["2g"], queries=[1, 3, 6, 12, 14])
@@ -161,6 +163,94 @@ def test_streaming_student_decides_like_re_encoding(tmp_path, tiny_student):
     assert len(a) == 14  # three context blocks and a half
     assert a == b and time_a == time_b
     assert len({p[:2] for p in a}) > 1  # it chose different stages: the equality is not trivial
+
+
+def test_plain_message_passing_is_torch_geometrics_bit_for_bit(tmp_path):
+    """The live path's message passing (indices kept by the job set) sums exactly what
+    torch_geometric's propagate sums on the same edges."""
+    from mamba4net.plugins.cjs.encoder import ChildrenToParent
+
+    task = _task(tmp_path)
+    sim = make_sim(task.params.cluster)
+    sim.reset(episode_jobs(task.params.cluster, task.library, 7, 3), seed=7)
+    while len(sim.jobs) < 2:
+        sim.step(sim.runnable_stages()[0], 1)
+    structure = job_set(sim.jobs)
+    assert structure.edge_index.shape[1] > 2  # several jobs' DAGs in one graph
+    torch.manual_seed(0)
+    passing = ChildrenToParent(8)
+    h = torch.randn(structure.node_job.shape[0], 8)
+    rows = structure.parent.view(-1, 1).expand(-1, 8)
+    assert torch.equal(passing.plain(h, structure.child, rows), passing(h, structure.edge_index))
+
+
+def _episode_states(task, seed=200_000, jobs=3):
+    """Every scheduling event of one fair episode: (the sim at that event, its index)."""
+    sim = make_sim(task.params.cluster)
+    sim.reset(episode_jobs(task.params.cluster, task.library, seed, jobs), seed=seed)
+    fair, n = RuleBaseline("fair"), 0
+    while not sim.done:
+        yield sim, n
+        sim.step(*fair(sim))
+        n += 1
+
+
+def test_live_tokens_equal_the_batch_path_at_every_decision(tmp_path, tiny_student):
+    """live_tokens (cached job-set structure, no batch, no torch_geometric) gives the tokens and
+    candidate features of decision_tokens on a one-decision batch, at every event of an episode
+    whose jobs arrive and complete."""
+    task = _task(tmp_path)
+    torch.manual_seed(2)
+    enc = _model(tiny_student.d_model, tiny_student, task).encoder
+    cache, worst, n_jobs = JobSetCache(), 0.0, set()
+    with torch.no_grad():
+        for sim, n in _episode_states(task):
+            structure = cache(sim.jobs)
+            ob = observe(sim, structure)
+            cand = candidates(ob.mask.numpy(), ob.node_job.numpy(), 4)
+            rtg, step = -0.37 * n, n % 4
+            d = Decision(ob.x, ob.edge_index, ob.node_job, cand, rtg, int(cand[0]), 0, step)
+            full_tokens, full_feats = enc.decision_tokens(assemble([[d]], 4, 4))
+            tokens, feats = enc.live_tokens(ob.x, structure, torch.from_numpy(cand), rtg, step)
+            assert tokens.shape == full_tokens.shape == (len(cand) + 1, tiny_student.d_model)
+            worst = max(worst, float((tokens - full_tokens).abs().max()), float((feats - full_feats).abs().max()))
+            n_jobs.add(len(sim.jobs))
+    assert worst <= 1e-6
+    assert n >= 20 and len(n_jobs) >= 2  # many events, and the job set changed along the way
+
+
+def test_live_and_batch_encoding_schedule_identically(tmp_path, tiny_student):
+    """The default (live) streaming scheduler and the batch-encoding one take the same decisions
+    over a whole episode, its jobs arriving and completing."""
+    task = _task(tmp_path)
+    torch.manual_seed(3)
+    model = _model(tiny_student.d_model, tiny_student, task)
+    kw = dict(window=4, max_stages=4, limits=task.limits, return_scale=100.0, target_return=-60.0, mode="stream")
+    live = SequenceScheduler(model, **kw)
+    a, time_a = _play(live, task.params.cluster, jobs=3, max_decisions=10_000)
+    b, time_b = _play(SequenceScheduler(model, encoding="batch", **kw), task.params.cluster, jobs=3,
+                      max_decisions=10_000)
+    assert a == b and time_a == time_b
+    assert len(a) > 20 and len({p[:2] for p in a}) > 3 and len({p[2] for p in a}) > 1  # not a trivial episode
+    assert 1 < live.job_sets.builds < len(a) / 4  # the structure was reused between arrivals/completions
+    with pytest.raises(ValueError, match="live or batch"):
+        SequenceScheduler(model, encoding="incremental", **kw)
+
+
+def test_job_set_structure_is_rebuilt_only_when_the_active_jobs_change(tmp_path):
+    """The cache rebuilds exactly at the events whose active jobs differ from the previous
+    event's, and what it returns is always the structure of the jobs active now."""
+    task = _task(tmp_path)
+    cache, last_ids, changes = JobSetCache(), None, 0
+    for sim, n in _episode_states(task):
+        ids = [j.id for j in sim.jobs]
+        changes += ids != last_ids
+        last_ids = ids
+        structure, fresh = cache(sim.jobs), job_set(sim.jobs)
+        assert cache.builds == changes, n
+        assert list(structure.jobs) == sim.jobs
+        assert torch.equal(structure.edge_index, fresh.edge_index) and torch.equal(structure.node_job, fresh.node_job)
+    assert 3 <= changes < n / 4  # 3 arrivals at least, and far fewer changes than decisions
 
 
 def test_teacher_cannot_stream_and_says_so(tmp_path, tiny_teacher):

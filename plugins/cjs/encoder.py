@@ -7,6 +7,11 @@ Three levels of embeddings from a graph batch (keys in :mod:`.graph`):
 * job: ``MLP(sum of its nodes' [h, x])``;
 * global: ``MLP(sum of the sample's job embeddings)``.
 
+Message passing runs through torch_geometric (:class:`ChildrenToParent`) on batches; a scheduler
+deciding live uses :meth:`ChildrenToParent.plain` and :func:`mlp_plain`, the same ops on indices it
+keeps between decisions, without torch_geometric's and nn.Module's per-call work (bit for bit the
+same results; tests check it).
+
 :class:`GraphEncoder` returns the three; :class:`GraphTokenEncoder` (the registered encoder)
 turns them into backbone tokens: per sample, one token per pickable stage (``graph_mask``) in
 node order, then one summary token, right-padded with zeros to the longest sample:
@@ -17,6 +22,7 @@ sample's tokens are.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
 
@@ -25,6 +31,12 @@ from .graph import NUM_FEATURES
 
 def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(n_in, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, n_out))
+
+
+def mlp_plain(mlp: nn.Sequential, x: Tensor) -> Tensor:
+    """``mlp(x)`` for an :func:`_mlp`: the same three ops without nn.Module's per-call work."""
+    first, act, second = mlp
+    return F.linear(F.leaky_relu(F.linear(x, first.weight, first.bias), act.negative_slope), second.weight, second.bias)
 
 
 class ChildrenToParent(MessagePassing):
@@ -39,6 +51,12 @@ class ChildrenToParent(MessagePassing):
 
     def message(self, h_j: Tensor) -> Tensor:
         return self.f(h_j)
+
+    def plain(self, h: Tensor, child: Tensor, parent_rows: Tensor) -> Tensor:
+        """:meth:`forward` as the ops torch_geometric runs for it, on indices kept by the caller:
+        ``child = edge_index[1]`` (E,) and ``parent_rows = edge_index[0]`` expanded to ``(E, H)``."""
+        messages = mlp_plain(self.f, h.index_select(0, child))  # (E, H)
+        return h.new_zeros(h.shape[0], messages.shape[1]).scatter_add_(0, parent_rows, messages)  # (nodes, H)
 
 
 def _segment_sum(values: Tensor, index: Tensor, size: int) -> Tensor:
@@ -61,15 +79,22 @@ class GraphEncoder(nn.Module):
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
         x = batch["graph_x"].to(self.node_in[0].weight.dtype)  # (nodes, F)
         edge_index = batch["graph_edge_index"]  # (2, E)
-        node_job, job_sample = batch["graph_node_job"], batch["graph_job_sample"]
-        n_jobs = job_sample.shape[0]
-        n_samples = int(job_sample.max()) + 1 if n_jobs else 0
-        h0 = self.node_in(x)  # (nodes, H)
+        job_sample = batch["graph_job_sample"]
+        n_samples = int(job_sample.max()) + 1 if job_sample.shape[0] else 0
+        return self.embed(x, lambda h: self.passing(h, edge_index), batch["graph_node_job"], job_sample, n_samples)
+
+    def embed(self, x: Tensor, children_sum, node_job: Tensor, job_sample: Tensor, n_samples: int,
+              run_mlp=None) -> tuple[Tensor, Tensor, Tensor]:
+        """The three embeddings of ``x`` (nodes, F); ``children_sum(h)`` is the message passing
+        (:class:`ChildrenToParent` on the graph's edges); ``run_mlp(mlp, v)`` runs each MLP
+        (default ``mlp(v)``; live decisions use :func:`mlp_plain`)."""
+        run = run_mlp or (lambda mlp, v: mlp(v))
+        h0 = run(self.node_in, x)  # (nodes, H)
         h = h0
         for _ in range(self.rounds):
-            h = h0 + self.g(self.passing(h, edge_index))  # (nodes, H)
-        job = self.job(_segment_sum(torch.cat([h, x], dim=-1), node_job, n_jobs))  # (jobs, H)
-        glob = self.glob(_segment_sum(job, job_sample, n_samples))  # (B, H)
+            h = h0 + run(self.g, children_sum(h))  # (nodes, H)
+        job = run(self.job, _segment_sum(torch.cat([h, x], dim=-1), node_job, job_sample.shape[0]))  # (jobs, H)
+        glob = run(self.glob, _segment_sum(job, job_sample, n_samples))  # (B, H)
         return h, job, glob
 
 

@@ -22,6 +22,10 @@ whose batches carry these keys can use the graph encoder:
 * ``graph_node_job`` (nodes,) the job (global job id) of each node;
 * ``graph_job_sample`` (jobs,) the sample (0..B-1) of each job;
 * ``graph_mask`` (nodes,) bool, stages a scheduler may pick now.
+
+The structure of the active jobs (edges, node -> job) changes only when a job arrives or
+completes: :class:`JobSet` holds it and :class:`JobSetCache` rebuilds it only then, so a scheduler
+that observes every decision (:mod:`.policy`) does not rebuild it each time.
 """
 
 from __future__ import annotations
@@ -51,6 +55,57 @@ def _job_edges(spec: JobSpec) -> Tensor:
     return hit[1]
 
 
+@dataclass(eq=False)
+class JobSet:
+    """The structure of the active jobs, in order: fixed until a job arrives or completes."""
+
+    jobs: tuple[Job, ...]
+    edge_index: Tensor  # (2, E) parent -> child, node ids of this set
+    node_job: Tensor  # (nodes,) index of each node's job 0..J-1
+
+    def __post_init__(self):
+        # the set as one graph sample, for message passing without a batch (encoder.ChildrenToParent.plain)
+        self.parent, self.child = self.edge_index[0].contiguous(), self.edge_index[1].contiguous()  # (E,), (E,)
+        self.job_sample = torch.zeros(len(self.jobs), dtype=torch.long, device=self.node_job.device)  # (J,) sample 0
+        self._moved: dict[torch.device, JobSet] = {}
+
+    def to(self, device: torch.device) -> "JobSet":
+        """This structure with its tensors on ``device`` (copied once per device, then kept)."""
+        if device == self.node_job.device:
+            return self
+        if device not in self._moved:
+            self._moved[device] = JobSet(self.jobs, self.edge_index.to(device), self.node_job.to(device))
+        return self._moved[device]
+
+
+def job_set(jobs) -> JobSet:
+    """The :class:`JobSet` of ``jobs`` (the active jobs, arrival order)."""
+    jobs = tuple(jobs)
+    edges, node_job, offset = [], [], 0
+    for j, job in enumerate(jobs):
+        edges.append(_job_edges(job.spec) + offset)
+        node_job += [j] * len(job.stages)
+        offset += len(job.stages)
+    edge_index = torch.cat(edges, dim=1) if edges else torch.zeros(2, 0, dtype=torch.long)
+    return JobSet(jobs, edge_index, torch.tensor(node_job, dtype=torch.long))
+
+
+class JobSetCache:
+    """The :class:`JobSet` of the active jobs, rebuilt only when they are not the last call's
+    (jobs compare by identity: a new episode's jobs are new objects). ``builds`` counts rebuilds."""
+
+    def __init__(self):
+        self.last: JobSet | None = None
+        self.builds = 0
+
+    def __call__(self, jobs: list[Job]) -> JobSet:
+        last = self.last
+        if last is None or len(last.jobs) != len(jobs) or any(a is not b for a, b in zip(last.jobs, jobs)):
+            self.last = last = job_set(jobs)
+            self.builds += 1
+        return last
+
+
 @dataclass
 class GraphObs:
     """One scheduling event as tensors, plus the objects needed to decode an action."""
@@ -66,13 +121,16 @@ class GraphObs:
         return collate([self])
 
 
-def observe(sim: ClusterSim) -> GraphObs:
+def observe(sim: ClusterSim, structure: JobSet | None = None) -> GraphObs:
+    """The graph of ``sim``'s scheduling event (features in the module doc). ``structure``: the
+    :class:`JobSet` of ``sim.jobs`` when the caller keeps one (a :class:`JobSetCache`)."""
+    if structure is None:
+        structure = job_set(sim.jobs)
     n_exec = float(sim.num_executors)
     runnable = set(sim.runnable_stages())
-    rows, stages, node_job, edges = [], [], [], []
+    rows, stages = [], []
     free, load = sim.num_free / n_exec, len(sim.jobs) / 10.0
-    offset = 0
-    for j, job in enumerate(sim.jobs):
+    for job in sim.jobs:
         job_work = math.log1p(job.remaining_work / 1000.0)
         held, idle = job.num_executors / n_exec, len(job.idle) / n_exec
         for st in job.stages:
@@ -82,13 +140,9 @@ def observe(sim: ClusterSim) -> GraphObs:
                          (st.running + st.moving_in) / n_exec, held, idle, job_work,
                          1.0 if st in runnable else 0.0, free, load))
             stages.append(st)
-            node_job.append(j)
-        edges.append(_job_edges(job.spec) + offset)
-        offset += len(job.stages)
     x = torch.tensor(rows, dtype=torch.float32).reshape(-1, NUM_FEATURES)
-    edge_index = torch.cat(edges, dim=1) if edges else torch.zeros(2, 0, dtype=torch.long)
     mask = x[:, 7] > 0.5
-    return GraphObs(x, edge_index, torch.tensor(node_job, dtype=torch.long), mask, stages, list(sim.jobs))
+    return GraphObs(x, structure.edge_index, structure.node_job, mask, stages, list(sim.jobs))
 
 
 def collate(observations: list[GraphObs]) -> dict[str, Tensor]:

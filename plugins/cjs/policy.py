@@ -8,7 +8,14 @@ every block. Two ways to decide:
 * **streaming** (a backbone with ``init_state``/``step``, the hybrid Mamba student): per decision,
   feed its k stage tokens and its executor token one recurrent step each, read both heads at the
   executor token (pointer over the k stage hidden states kept from those steps), then feed the
-  action token. No re-encoding: work per decision is constant in the history.
+  action token (not after a block's last decision: the next one starts a new context). No
+  re-encoding: work per decision is constant in the history. The steps go through the
+  backbone's streaming decoder (:func:`mamba4net.core.streaming.decoder_for`: for the student,
+  prepacked weights and state updated in place), a new one per block. With ``encoding="live"`` (the
+  default) the decision's tokens come from :meth:`.tokens.CJSTokenEncoder.live_tokens`, the
+  active jobs' graph structure kept until a job arrives or completes (:class:`.graph.JobSetCache`);
+  ``encoding="batch"`` builds a one-decision batch as training does (:meth:`decision_tokens`). The
+  tokens are the same bit for bit, so the decisions are too (tests check it).
 * **re-encoding** (any backbone, e.g. the LLM teacher): per decision, run the model over the
   block's decisions so far and read the newest one.
 
@@ -24,26 +31,32 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .graph import observe
+from mamba4net.core.streaming import can_stream as backbone_streams
+from mamba4net.core.streaming import decoder_for
+
+from .graph import JobSetCache, observe
 from .pool import accrued_job_seconds
 from .windows import Decision, assemble, candidates
 
 
 def can_stream(model) -> bool:
-    backbone = getattr(model, "backbone", None)
-    return callable(getattr(backbone, "init_state", None)) and callable(getattr(backbone, "step", None))
+    return backbone_streams(getattr(model, "backbone", None))
 
 
 class SequenceScheduler:
     def __init__(self, model, *, window: int, max_stages: int, limits: list[int], return_scale: float,
-                 target_return: float, mode: str = "auto"):
+                 target_return: float, mode: str = "auto", encoding: str = "live"):
         if mode not in ("auto", "stream", "reencode"):
             raise ValueError(f"unknown policy mode {mode!r}; expected auto, stream or reencode")
+        if encoding not in ("live", "batch"):
+            raise ValueError(f"unknown decision encoding {encoding!r}; expected live or batch")
         if mode == "stream" and not can_stream(model):
             raise ValueError(f"{type(model.backbone).__name__} has no recurrent step: use mode 'reencode'")
         self.model, self.window, self.max_stages = model, window, max_stages
         self.limits, self.scale, self.target = list(limits), return_scale, target_return
         self.stream = can_stream(model) if mode == "auto" else mode == "stream"
+        self.live = self.stream and encoding == "live"
+        self.job_sets = JobSetCache()  # the active jobs' structure, for live encoding
         p = next(model.parameters())
         self.device, self.dtype = p.device, p.dtype
         self.t = 0
@@ -52,7 +65,7 @@ class SequenceScheduler:
         self.t, self.last_time = 0, sim.time
         self.rtg = self.target / self.scale
         self.hist: list[Decision] = []
-        self.state = None
+        self.decoder = None
 
     def _accrue(self, sim) -> None:
         jobs = sim.all_jobs
@@ -71,11 +84,12 @@ class SequenceScheduler:
         step = self.t % self.window
         if step == 0:
             self.hist = []
-            self.state = self.model.backbone.init_state(1) if self.stream else None
-        ob = observe(sim)
+            self.decoder = decoder_for(self.model.backbone, 1) if self.stream else None
+        structure = self.job_sets(sim.jobs) if self.live else None
+        ob = observe(sim, structure)
         cand = candidates(ob.mask.numpy(), ob.node_job.numpy(), self.max_stages)
         d = Decision(ob.x, ob.edge_index, ob.node_job, cand, float(self.rtg), int(cand[0]), 0, step)
-        c, level = self._stream(d) if self.stream else self._reencode(d)
+        c, level = self._stream(d, structure) if self.stream else self._reencode(d)
         d.act_node, d.level = int(cand[c]), level
         self.hist.append(d)
         self.t += 1
@@ -86,21 +100,27 @@ class SequenceScheduler:
 
         return move(assemble(samples, self.window, self.max_stages), self.device)
 
-    def _stream(self, d: Decision) -> tuple[int, int]:
-        enc, backbone, head = self.model.encoder, self.model.backbone, self.model.head
-        tokens, cand_feats = enc.decision_tokens(self._batch([[d]]))  # (k + 1, D)
-        hs = []
-        for i in range(tokens.shape[0]):
-            h, self.state = backbone.step(tokens[i : i + 1].to(self.dtype), self.state)
-            hs.append(h)
-        hs = torch.cat(hs)  # (k + 1, D)
+    def _tokens(self, d: Decision, structure):
+        """The decision's tokens before the action (k + 1, D) and its candidates' features."""
+        enc = self.model.encoder
+        if structure is None:
+            return enc.decision_tokens(self._batch([[d]]))
+        cand = torch.from_numpy(d.cand).to(self.device)
+        return enc.live_tokens(d.x.to(self.device), structure.to(self.device), cand, d.rtg, d.step)
+
+    def _stream(self, d: Decision, structure) -> tuple[int, int]:
+        enc, head = self.model.encoder, self.model.head
+        tokens, cand_feats = self._tokens(d, structure)  # (k + 1, D)
+        hs = torch.cat([self.decoder.step(t[None].to(self.dtype)) for t in tokens])  # (k + 1, D), a step per token
         k = hs.shape[0] - 1
         mask = torch.ones(k, dtype=torch.bool, device=hs.device)
         stage, level = head.scores(hs[k], hs[:k], mask)
         c, lv = int(stage.argmax()), int(level.argmax())
+        if d.step == self.window - 1:
+            return c, lv  # the block's last decision: its action token would feed a discarded state
         t = torch.tensor([d.step], device=hs.device)
         token = enc.action_token(cand_feats[c : c + 1], torch.tensor([lv], device=hs.device), t)
-        _, self.state = backbone.step(token.to(self.dtype), self.state)
+        self.decoder.step(token.to(self.dtype))
         return c, lv
 
     def _reencode(self, d: Decision) -> tuple[int, int]:

@@ -11,6 +11,10 @@ embeds every decision's graph (node, job and global embeddings); then per decisi
 ``step_t`` embeds the decision's position in its context block (0..W-1), as the timestep of the
 Decision Transformer. The same functions serve training (a batch of windows, :meth:`forward`) and
 streaming (one decision at a time, :meth:`decision_tokens` then :meth:`action_token`).
+:meth:`live_tokens` is :meth:`decision_tokens` for a scheduler deciding live: straight from the
+observation and its job set's structure kept between decisions (:class:`~.graph.JobSetCache`),
+without building a batch or running torch_geometric; the same ops on the same values, so the
+same tokens bit for bit (tests check it).
 
 Head ``cjs_policy`` (:class:`CJSPolicyHead`): two heads read at each executor token ``h_e``:
 
@@ -32,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .encoder import GraphEncoder
-from .graph import NUM_FEATURES
+from .encoder import GraphEncoder, mlp_plain
+from .graph import NUM_FEATURES, JobSet
 
 MASKED = -1e4  # logit of an absent candidate: finite, so KL terms stay finite (exp underflows to 0)
 
@@ -104,9 +108,31 @@ class CJSTokenEncoder(nn.Module):
         feats, glob = self.node_features(batch)
         cm = batch["cand_mask"][0, 0]
         cand_feats = feats[batch["cand_node"][0, 0][cm]]
-        step = batch["step"][0, 0]
+        return self._decision(cand_feats, glob[:1], batch["rtg"][0, :1], batch["dec_feat"][:1], batch["step"][0, 0])
+
+    def live_tokens(self, x: Tensor, structure: JobSet, cand: Tensor, rtg: float, step: int) -> tuple[Tensor, Tensor]:
+        """:meth:`decision_tokens` of one decision from its observation: node features ``x``
+        (nodes, F), the structure of its active jobs, candidate nodes ``cand`` (k,), the
+        return-to-go (already scaled) and the position in the context block. Message passing on
+        the structure's indices (:meth:`~.encoder.ChildrenToParent.plain`), MLPs as plain ops
+        (:func:`~.encoder.mlp_plain`); [node, job, global, x] gathered for the k candidates only."""
+        graph = self.graph
+        x = x.to(graph.node_in[0].weight.dtype)
+        parent_rows = structure.parent.view(-1, 1).expand(-1, graph.hidden)  # (E, H)
+        node, job, glob = graph.embed(x, lambda h: graph.passing.plain(h, structure.child, parent_rows),
+                                      structure.node_job, structure.job_sample, 1,
+                                      run_mlp=mlp_plain)  # (nodes, H), (J, H), (1, H)
+        cand_feats = torch.cat([node[cand], job[structure.node_job[cand]], glob.expand(cand.shape[0], -1), x[cand]],
+                               dim=-1)  # (k, 3H+F)
+        rtg_t = torch.tensor([rtg], dtype=torch.float32, device=x.device)
+        return self._decision(cand_feats, glob, rtg_t, x[:1, 8:10], torch.tensor(step, device=x.device))
+
+    def _decision(self, cand_feats: Tensor, glob: Tensor, rtg: Tensor, dec_feat: Tensor,
+                  step: Tensor) -> tuple[Tensor, Tensor]:
+        """Candidate features (k, 3H+F), global embedding (1, H), rtg (1,), [free, load] (1, 2)
+        and the block position (a 0-d tensor) -> (tokens (k + 1, D), the candidate features)."""
         stages = self.stage_tokens(cand_feats, step.expand(cand_feats.shape[0]))
-        exec_tok = self.exec_tokens(glob[:1], batch["rtg"][0, :1], batch["dec_feat"][:1], step.view(1))
+        exec_tok = self.exec_tokens(glob, rtg, dec_feat, step.view(1))
         return torch.cat([stages, exec_tok]), cand_feats
 
 
