@@ -135,3 +135,14 @@ def test_inference_and_autograd_paths_agree():
     y1, f1 = ssd_scan_chunked(xg, dt, A, B, C, 16, D=D, initial_states=s0, return_final_states=True)
     torch.testing.assert_close(y1.detach(), y0, atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(f1.detach(), f0, atol=1e-6, rtol=1e-6)
+
+
+def test_a_large_decay_on_the_first_step_of_a_chunk():
+    """A chunk whose own decay (after its first step) is within the factored form's range while its
+    first step decays strongly: the state entering it decays by exp(a_end), far below 1, which the
+    first rows' v_i ~ exp(-a_end + a_0) scale back up; nothing of it may be lost."""
+    x, dt, A, B, C, D, s0 = _inputs(1, 96, 2, 3, 1, 4, torch.float64, seed=13, decay=(1.0, 1.0), dt_shift=-2.0)
+    dt[:, 33:64] = 55.0 / 31  # steps 1..31 of the second chunk (of 32): a decay of 55 across it
+    dt[:, 32] = 10.0  # its first step: a_end = -65, a decay of e**-65 for the state entering it
+    assert not _strong_heads(x, dt, A, B, C, 16).any()
+    _check((x, dt, A, B, C, D, s0), 16, torch.float64)

@@ -66,9 +66,8 @@ FACTORED_CHUNK = 32
 # factors and their products stay exact to rounding while the log-decay across a chunk stays below
 # DECAY_LIMIT (e**60 ~ 1e26; anything the factors lose to underflow is below 1e-38 * e**60 ~ 1e-12
 # in absolute terms). Heads whose decay across some chunk exceeds it are scanned by the masked form.
-# Decay factors below exp(-DECAY_LIMIT) are set to 0 in the factored form (a change of 1e-26 next
-# to 1): as subnormal floats they would slow every multiplication they enter about tenfold.
 DECAY_LIMIT = 60.0
+SUBNORMAL_LOG = -87.0  # exp() of less is below float32's smallest normal number (1.2e-38)
 
 
 def ssd_scan_chunked(
@@ -174,11 +173,13 @@ def _ssd_scan_factored(
     a_end = a_cs[:, :, -1:]  # (b, c, 1, h)
     seg = a_end - a_cs  # (b, c, q, h)
     strong = (seg[:, :, 0] < -DECAY_LIMIT).flatten(0, 1).any(0)  # (h,): seg is smallest at step 0
-    # u_j dt_j and exp(a_end), with decays below exp(-DECAY_LIMIT) (~1e-26, next to 1) set to 0:
-    # left as subnormal floats they would slow every multiplication they enter tenfold
+    # Tiny decays set to 0 (as subnormal floats they would slow every multiplication they enter
+    # tenfold): u_j below exp(-DECAY_LIMIT), which only strong heads reach; exp(a_end) below
+    # float32's smallest normal exp(SUBNORMAL_LOG), which v_i <= exp(DECAY_LIMIT) scales by at most
+    # exp(DECAY_LIMIT + SUBNORMAL_LOG) ~ 1e-12.
     u_dt = (seg.exp() * dt_t).masked_fill_(seg < -DECAY_LIMIT, 0.0)  # (b, c, q, h)
     v = torch.exp(seg.neg().clamp_max_(DECAY_LIMIT))  # (b, c, q, h): v_i, clamped for strong heads
-    d = torch.exp(a_end).masked_fill(a_end < -DECAY_LIMIT, 0.0)  # (b, c, 1, h)
+    d = torch.exp(a_end).masked_fill(a_end < SUBNORMAL_LOG, 0.0)  # (b, c, 1, h)
     d = d.view(b, c, g, hg, 1).expand(b, c, g, hg, p).reshape(b, c, g, 1, hp)  # per column of a state
 
     # Left factor [C_i | C_i . B_j for j <= i]: (b, c, g, q, n + q).
