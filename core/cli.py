@@ -119,7 +119,8 @@ def cmd_bench(args) -> int:
     plan_args = {"full": args.full, "seq_lens": args.seq_lens, "batch_sizes": args.batch_sizes,
                  "history_lens": args.history_lens, "repeats": args.repeats, "budget_s": args.budget,
                  "memory": False if args.no_memory else None, "roles": args.roles}
-    out, bench = bench_target(args.target, args.set, args.out, plan_args, progress=not args.no_progress)
+    out, bench = bench_target(args.target, args.set, args.out, plan_args, progress=not args.no_progress,
+                              against=args.against)
     print(size_table(bench))
     print(throughput_table(bench))
     print(f"bench written to: {out} (bench.json, bench.md, plots)")
@@ -264,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-bench", action="store_true", help="skip the efficiency benchmark")
     p.set_defaults(fn=cmd_evaluate)
 
-    p = sub.add_parser("bench", help="efficiency of teacher vs student: size, throughput, latency, memory")
+    p = sub.add_parser("bench", help="efficiency of teacher vs student: size, throughput (and its FLOP bound), "
+                                     "latency, memory")
     p.add_argument("target", help="a config YAML (models built fresh) or a run directory (its finished weights)")
     with_set(p)
     p.add_argument("--out", help="output folder (default: the run directory, or runs/bench-<name>-<timestamp>)")
@@ -278,6 +280,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--roles", type=lambda t: [r.strip() for r in t.split(",") if r.strip()],
                    help="the deployed roles to measure, e.g. teacher,student (default: all)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--against", action="append", metavar="teacher.KEY=VALUE",
+                   help="compare the students with another teacher, built fresh from the config's teacher node "
+                        "with this override (YAML value; repeatable): its pretrained or random weights as the "
+                        "config builds them, LoRA merged, never the run's adapted ones (speed does not depend on "
+                        "them). E.g. --against teacher.num_layers=30: the whole 30-layer SmolLM2, the paper's "
+                        "comparison. A run's students keep their trained weights; the run's results and report "
+                        "are not touched: written to --out, default RUN_DIR/bench-against-<overrides>/ (a config: "
+                        "runs/bench-<name>-against-<timestamp>)")
     p.set_defaults(fn=cmd_bench)
 
     p = sub.add_parser("export", help="each deployed student of a finished run as ONNX (RUN_DIR/deploy/)")

@@ -224,8 +224,14 @@ def test_points_over_budget_are_skipped_and_listed(tiny_config, m4n_registry, tm
         assert rows[(role, 16)]["status"] == rows[(role, 32)]["status"] == "skipped"
         assert "budget" in rows[(role, 32)]["reason"]
     assert any(r["status"] == "skipped" for r in bench["latency"])
-    assert compute_ratios(bench)["throughput"] == [{"batch_size": 1, "seq_len": 8, "student_over_teacher": pytest.approx(
-        rows[("student", 8)]["tokens_per_s"] / rows[("teacher", 8)]["tokens_per_s"], rel=1e-4)}]
+    ratios = compute_ratios(bench)
+    bound = rows[("teacher", 8)]["flops"] / rows[("student", 8)]["flops"]
+    measured = rows[("student", 8)]["tokens_per_s"] / rows[("teacher", 8)]["tokens_per_s"]
+    assert ratios["throughput"] == [{"batch_size": 1, "seq_len": 8, "student_over_teacher": pytest.approx(measured, rel=1e-4),
+                                     "flop_ratio": pytest.approx(bound, rel=1e-4),
+                                     "efficiency": pytest.approx(measured / bound, rel=1e-3)}]
+    # the FLOP bound of the skipped points too
+    assert [x["seq_len"] for x in ratios["flop_bound"]] == [8, 16, 32]
 
 
 def test_compute_ratios_by_hand():

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from mamba4net.core.bench.flops import BOUND_CONVENTION, backbone_flops, flop_curve, flops_at
 from mamba4net.core.bench.measure import memory_measurer, time_call
 from mamba4net.core.bench.plan import BenchPlan, teacher_and_students
 from mamba4net.core.bench.plots import plot_all
@@ -96,13 +97,16 @@ def _task_batch(model, batch: dict, plan: BenchPlan, device: torch.device) -> di
 
 
 def measure_all(ctx, plan: BenchPlan, *, sweep: bool = True, scratch: Path | None = None,
-                source: dict | None = None) -> dict:
+                source: dict | None = None, models: dict | None = None) -> dict:
     """Everything bench.json holds, for the roles of ``plan`` of the run context ``ctx``.
 
-    ``scratch``: folder for the temporary files whose size is measured."""
+    ``scratch``: folder for the temporary files whose size is measured. ``models``: models to
+    measure for some roles instead of ``ctx.model(role)`` (``bench --against``: a teacher built
+    with other parameters)."""
     device = ctx.device
     memory, memory_method = memory_measurer(device)
-    models = {role: ctx.model(role).eval() for role in plan.roles}
+    given = models or {}
+    models = {role: (given[role] if role in given else ctx.model(role)).eval() for role in plan.roles}
     kinds = dict(zip(plan.roles, plan.kinds))
     bench: dict = {"version": 1, "source": source or {}, "setup": setup_facts(device, memory_method),
                    "plan": plan.as_dict(), "roles": kinds, "models": {}, "task_batch": {}, "throughput": [],
@@ -129,12 +133,31 @@ def measure_all(ctx, plan: BenchPlan, *, sweep: bool = True, scratch: Path | Non
 
     if sweep:
         backbones = {role: m.backbone for role, m in models.items()}
+        curves = {role: backbone_flop_curve(role, b, device) for role, b in backbones.items()}
+        bench["flop_count"] = {"convention": BOUND_CONVENTION,
+                               "roles": {r: {k: v for k, v in c.items() if not k.startswith("_")} for r, c in curves.items()}}
         with progress_bar(plan.n_points, "bench", enabled=ctx.progress) as bar:
             bench["throughput"] = throughput_sweep(backbones, plan, device, memory, bar)
             bench["latency"] = latency_sweep({r: (kinds[r], b) for r, b in backbones.items()}, plan, device, bar)
+        for row in bench["throughput"]:  # the FLOPs of every point, measured or skipped
+            row["flops"] = _flops_of(curves[row["role"]], backbones[row["role"]], row, device)
     bench["setup"]["load_average_end"] = _load()
     bench["ratios"] = compute_ratios(bench)
     return bench
+
+
+def backbone_flop_curve(role: str, backbone, device) -> dict:
+    """A backbone's FLOPs as a polynomial in L (see :func:`~mamba4net.core.bench.flops.flop_curve`)."""
+    curve = flop_curve(backbone, device)
+    if not curve["exact"]:
+        log.warning("bench %s: FLOPs are not a polynomial of degree 2 in L; counting at every length", role)
+    return curve
+
+
+def _flops_of(curve: dict, backbone, row: dict, device) -> int:
+    if curve["exact"]:
+        return flops_at(curve, row["seq_len"], row["batch_size"])
+    return backbone_flops(backbone, row["seq_len"], row["batch_size"], device)
 
 
 def _ratio(a, b) -> float | None:
@@ -154,16 +177,28 @@ def student_ratios(bench: dict, teacher: str, student: str) -> dict:
         "task_batch_throughput_student_over_teacher": _ratio(
             tb.get(student, {}).get("tokens_per_s"), tb.get(teacher, {}).get("tokens_per_s")),
         "throughput": [],
+        "flop_bound": [],
         "latency": [],
         "memory": [],
     }
-    ok = {(r["role"], r["batch_size"], r["seq_len"]): r for r in bench.get("throughput", []) if r["status"] == "ok"}
+    rows = {(r["role"], r["batch_size"], r["seq_len"]): r for r in bench.get("throughput", [])}
+    ok = {k: r for k, r in rows.items() if r["status"] == "ok"}
+    flop_ratio = {}  # (batch, L) -> teacher FLOPs / student FLOPs, measured or not
+    for (role, b, length), st in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][2])):
+        te = rows.get((teacher, b, length))
+        if role == student and te is not None and st.get("flops") and te.get("flops") is not None:
+            flop_ratio[(b, length)] = _ratio(te["flops"], st["flops"])
+            out["flop_bound"].append({"batch_size": b, "seq_len": length, "teacher_flops": te["flops"],
+                                      "student_flops": st["flops"], "flop_ratio": flop_ratio[(b, length)]})
     for (role, b, length), st in sorted(ok.items(), key=lambda kv: (kv[0][1], kv[0][2])):
         te = ok.get((teacher, b, length))
         if role != student or te is None:
             continue
-        out["throughput"].append({"batch_size": b, "seq_len": length,
-                                  "student_over_teacher": _ratio(st["tokens_per_s"], te["tokens_per_s"])})
+        measured = _ratio(st["tokens_per_s"], te["tokens_per_s"])
+        row = {"batch_size": b, "seq_len": length, "student_over_teacher": measured}
+        if (b, length) in flop_ratio:  # the FLOP bound and the share of it measured
+            row.update(flop_ratio=flop_ratio[(b, length)], efficiency=_ratio(measured, flop_ratio[(b, length)]))
+        out["throughput"].append(row)
         if st.get("peak_bytes") and te.get("peak_bytes") is not None:
             out["memory"].append({"batch_size": b, "seq_len": length,
                                   "teacher_over_student": _ratio(te["peak_bytes"], st["peak_bytes"])})
@@ -197,6 +232,10 @@ def _headline_ratios(r: dict) -> dict:
         "throughput_student_over_teacher": r["task_batch_throughput_student_over_teacher"],
         "throughput_student_over_teacher_by_seq_len": {
             str(x["seq_len"]): x["student_over_teacher"] for x in r["throughput"] if x["batch_size"] == smallest},
+        "throughput_flop_ratio_by_seq_len": {
+            str(x["seq_len"]): x.get("flop_ratio") for x in r["throughput"] if x["batch_size"] == smallest},
+        "throughput_efficiency_by_seq_len": {
+            str(x["seq_len"]): x.get("efficiency") for x in r["throughput"] if x["batch_size"] == smallest},
         "throughput_batch_size": smallest,
         "latency_teacher_kv_over_student_by_history": {
             str(x["history"]): x["teacher_kv_over_student"] for x in r["latency"] if "teacher_kv_over_student" in x},

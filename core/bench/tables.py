@@ -100,16 +100,32 @@ def throughput_table(bench: dict) -> str:
     by = {(r["role"], r["batch_size"], r["seq_len"]): r for r in rows}
     ratio = {s: {(x["batch_size"], x["seq_len"]): x["student_over_teacher"]
                  for x in _ratios_of(bench, s).get("throughput", [])} for s in students}
+    # the FLOP bound (teacher FLOPs / student FLOPs) of every point, and measured ratio / bound
+    bound = {s: {(x["batch_size"], x["seq_len"]): x["flop_ratio"]
+                 for x in _ratios_of(bench, s).get("flop_bound", [])} for s in students}
+    bounded = [s for s in students if teacher and bound[s]]
     head = ([f"{r} ms" for r in roles] + [f"{r} tok/s" for r in roles]
-            + [_over(s, teacher) for s in students if teacher] + [f"{r} peak mem" for r in roles])
+            + [_over(s, teacher) for s in students if teacher]
+            + [h for s in bounded for h in (f"FLOP bound {_over(s, teacher)}", f"{s}: of bound")]
+            + [f"{r} peak mem" for r in roles])
     lines = ["| batch | L | " + " | ".join(head) + " |", "|---" * (len(head) + 2) + "|"]
     for b, length in sorted({(k[1], k[2]) for k in by}):
         got = [by.get((r, b, length), {}) for r in roles]
+        measured = {s: ratio[s].get((b, length)) for s in students if teacher}
         cells = ([_cell(x, "median_ms") for x in got] + [_cell(x, "tokens_per_s", "{:.0f}") for x in got]
-                 + [_x(ratio[s].get((b, length))) for s in students if teacher]
+                 + [_x(measured[s]) for s in students if teacher]
+                 + [c for s in bounded for c in (_x(bound[s].get((b, length))), _percent(measured[s], bound[s].get((b, length))))]
                  + [mib(x.get("peak_bytes")) for x in got])
         lines.append(f"| {b} | {length} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    note = ""
+    if bounded and bench.get("flop_count"):
+        note = ("\nFLOP bound: " + bench["flop_count"]["convention"] + " \"of bound\" = the measured ratio "
+                "as a share of the bound.\n")
+    return "\n".join(lines) + "\n" + note
+
+
+def _percent(measured, bound) -> str:
+    return "" if measured is None or not bound else f"{100 * measured / bound:.0f}%"
 
 
 def latency_table(bench: dict) -> str:
