@@ -47,7 +47,7 @@ def arm_config(source: RunDir, shape: str, seed: int) -> dict:
     data.update(seed=seed, student=student_node(shape, data["student"]),
                 benchmark={**data.get("benchmark", {}), "enabled": False},
                 evaluate={**data.get("evaluate", {}), "baselines": []})
-    data.setdefault("runtime", {})["progress"] = False
+    data.setdefault("runtime", {}).update(progress=False, threads=1)  # 2 threads of tiny ops stall on a shared CPU
     return data
 
 

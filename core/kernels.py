@@ -16,8 +16,9 @@ The ops, and the signature every implementation of an op has:
   bias (c,) or None.
 * ``stream_decoder(backbone, batch_size, state=None) -> decoder``: streaming decisions, one token
   per stream per call: ``decoder.step(x (b, D)) -> h (b, D)`` equals the backbone's ``step``
-  output; ``decoder.states()`` returns the state in the backbone's ``step`` format. A decoder may
-  snapshot the weights and keep its state in place; build a new one after the weights change.
+  output; ``decoder.states()`` returns the state in the backbone's ``step`` format;
+  ``decoder.reset(batch_size, state=None)`` starts new streams. A decoder may snapshot the
+  weights and keep its state in place; build a new one after the weights change.
 * ``kd_loss(student_logits, teacher_logits, temperature) -> scalar``:
   T^2 * KL(softmax(t/T) || softmax(s/T)) averaged over the leading dims; differentiable.
 

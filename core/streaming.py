@@ -6,6 +6,7 @@ wrapper of the ``StreamingBackbone`` protocol's ``init_state``/``step``. Either 
 
     decoder.step(x)   # x (B, D), one token per stream -> hidden (B, D), the state advanced
     decoder.states()  # the state in the backbone's ``step`` format
+    decoder.reset(batch_size, state=None)  # a new stream, same weights (the state, or empty)
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ class StepDecoder:
 
     def __init__(self, backbone, batch_size: int, state: Any = None):
         self.backbone = backbone
-        self._state = state if state is not None else backbone.init_state(batch_size)
+        self.reset(batch_size, state)
+
+    def reset(self, batch_size: int, state: Any = None) -> None:
+        self._state = state if state is not None else self.backbone.init_state(batch_size)
 
     @torch.no_grad()
     def step(self, x: Tensor) -> Tensor:

@@ -88,6 +88,22 @@ def test_fused_decoder_grows_its_kv_cache_and_leaves_the_given_state_alone():
         assert torch.equal(s.v if isinstance(s, KVCache) else s.ssm, b)
 
 
+@pytest.mark.parametrize("make", [FusedDecoder, StepDecoder])
+def test_reset_starts_new_streams_over_the_same_weights(make):
+    model = _backbone()
+    with torch.no_grad():
+        _, state = model.prefill(torch.randn(2, 70, model.d_model))  # a KV cache past the initial capacity
+    dec = make(model, 1)
+    xs = [torch.randn(2, model.d_model) for _ in range(6)]
+    for x in xs[:3]:
+        dec.step(x[:1])
+    for start in (state, None):  # from a prefill's state, then from empty, batch 2
+        dec.reset(2, start)
+        fresh = StepDecoder(model, 2, start)
+        for x in xs:
+            torch.testing.assert_close(dec.step(x), fresh.step(x), atol=2e-5, rtol=0)
+
+
 def test_fused_decoder_is_a_snapshot_of_the_weights():
     model = _backbone()
     fused = FusedDecoder(model, 1)

@@ -251,6 +251,7 @@ def _onnx_step_point(model, h, plan, device, budget, x) -> dict:
 
     from mamba4net.core.model import NetModel
     from mamba4net.core.onnx_export import DeploySpec, ExportError, export_onnx, flatten_state, onnx_session
+    from mamba4net.core.bench.measure import peak_rss_increase
     from mamba4net.core.runtime import decision_thread_count
 
     if device.type != "cpu" or input_dtype(model) != torch.float32:
@@ -265,10 +266,13 @@ def _onnx_step_point(model, h, plan, device, budget, x) -> dict:
             manifest = export_onnx(net, spec, path)
         except (ExportError, ImportError) as exc:
             return {"status": "skipped", "reason": f"not exported: {exc}"}
-        session = onnx_session(path, threads=decision_thread_count())
+        holder = []
+        session_bytes = peak_rss_increase(lambda: holder.append(onnx_session(path, threads=decision_thread_count())))
+        session = holder[0]
         _, state = model.prefill(torch.randn(1, h, model.d_model, dtype=x.dtype)) if h else (None, model.init_state(1))
         feed = {"x": x.numpy(), **{f"state.{k}": t.numpy() for k, t in flatten_state(state).items()}}
         timing, _ = time_call(lambda: session.run(["h"], feed), warmup=plan.warmup, repeats=plan.repeats,
                               budget_s=plan.budget_s, device=device)
     budget.record(1, timing.median_ms, f"history {h}")
-    return {"status": "ok", **timing.as_dict(), "onnx_bytes": manifest["bytes"]}
+    return {"status": "ok", **timing.as_dict(), "onnx_bytes": manifest["bytes"],
+            "session_rss_bytes": session_bytes, "decision_peak_bytes": peak_rss_increase(lambda: session.run(["h"], feed))}

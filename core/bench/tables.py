@@ -149,7 +149,9 @@ def latency_table(bench: dict) -> str:
             ratios += [("KV / " + ("student" if single and s == "student" else s), kv, name),
                        ("re-encode / " + ("student" if single and s == "student" else s), re, name)]
     states = [(f"{s} state", name) for s, name in step] + ([(f"{teacher} KV cache", kv)] if teacher else [])
+    onnx = [s for s in students if series_name(s, ONNX_STEP) in present]
     head = [c for c, _ in cols] + [c for c, _, _ in ratios] + [c for c, _ in states]
+    head += [f"{s} onnxruntime session (resident)" for s in onnx]
     lines = ["| history | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
 
     def ms(r):
@@ -165,6 +167,7 @@ def latency_table(bench: dict) -> str:
         cells = [ms(by.get((name, h), {})) for _, name in cols]
         cells += [over(by.get((a, h), {}), by.get((b, h), {})) for _, a, b in ratios]
         cells += [mib(by.get((name, h), {}).get("state_bytes")) for _, name in states]
+        cells += [mib(by.get((series_name(s, ONNX_STEP), h), {}).get("session_rss_bytes")) for s in onnx]
         lines.append(f"| {h} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -23,7 +23,8 @@ Both see exactly the same tokens, so they take the same decisions (tests check i
 
 Return conditioning: the first decision asks for ``target_return`` (job-seconds, negative); before
 each later decision the return-to-go rises by the job-seconds accrued since the previous one.
-Actions are the argmax of each head.
+Actions are the argmax of each head. Each decision runs with ``runtime.decision_threads`` torch threads
+(1 by default).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 
 from mamba4net.core.streaming import can_stream as backbone_streams
+from mamba4net.core.runtime import decision_threads
 from mamba4net.core.streaming import decoder_for
 
 from .graph import JobSetCache, observe
@@ -65,7 +67,8 @@ class SequenceScheduler:
         self.t, self.last_time = 0, sim.time
         self.rtg = self.target / self.scale
         self.hist: list[Decision] = []
-        self.decoder = None
+        # built once per episode (packing the weights costs milliseconds); reset at every block
+        self.decoder = decoder_for(self.model.backbone, 1) if self.stream else None
 
     def _accrue(self, sim) -> None:
         jobs = sim.all_jobs
@@ -77,6 +80,10 @@ class SequenceScheduler:
 
     @torch.no_grad()
     def __call__(self, sim):
+        with decision_threads():
+            return self._decide(sim)
+
+    def _decide(self, sim):
         if sim.decisions == 0:
             self.reset(sim)
         else:
@@ -84,7 +91,8 @@ class SequenceScheduler:
         step = self.t % self.window
         if step == 0:
             self.hist = []
-            self.decoder = decoder_for(self.model.backbone, 1) if self.stream else None
+            if self.stream:
+                self.decoder.reset(1)
         structure = self.job_sets(sim.jobs) if self.live else None
         ob = observe(sim, structure)
         cand = candidates(ob.mask.numpy(), ob.node_job.numpy(), self.max_stages)

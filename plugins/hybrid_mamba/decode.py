@@ -19,8 +19,9 @@ format):
     the attention layers' KV cache with spare capacity (doubled when full) and a precomputed RoPE
     table.
 
-  A snapshot: it reads the weights when built, so build a new one after the weights change (the
-  policies build one per episode, which costs well under a millisecond).
+  A snapshot: it reads the weights when built, so build a new one after the weights change;
+  ``reset(batch_size, state=None)`` starts a new stream over the same packed weights (packing
+  costs a few milliseconds, a reset a few allocations).
 
 Both run without autograd: they are for deciding, not training.
 """
@@ -84,8 +85,12 @@ class _MambaStep:
         self.w_out = _packed(m.out_proj.weight, m.norm.weight)  # gated norm's weight folded in
         self.b_out = _copy(m.out_proj.bias)
         self.mlp = _MLPStep(layer) if layer.mlp is not None else None
+        self.init_state = m.init_state
+        self.reset(batch_size, state)
+
+    def reset(self, batch_size: int, state: Mamba2State | None = None) -> None:
         if state is None:
-            state = m.init_state(batch_size)
+            state = self.init_state(batch_size)
         self.ring = state.conv.clone()  # (b, conv_dim, K); slot K-1 holds the newest input
         self.newest = self.K - 1
         self.ssm = state.ssm.clone()  # (b, h, p, n)
@@ -150,12 +155,17 @@ class _AttentionStep:
         self.w_o, self.b_o = _packed(a.o_proj.weight), _copy(a.o_proj.bias)
         self.rotary = a.rotary
         self.mlp = _MLPStep(layer) if layer.mlp is not None else None
+        self.init_state = a.init_state
+        self.reset(batch_size, state)
+
+    def reset(self, batch_size: int, state: KVCache | None = None) -> None:
         if state is None:
-            state = a.init_state(batch_size)
+            state = self.init_state(batch_size)
         self.t = state.length
         self.k = self._alloc(state.k, max(64, 2 * self.t))
         self.v = self._alloc(state.v, self.k.shape[2])
-        self._tables(self.k.shape[2])
+        if getattr(self, "cos", None) is None or self.cos.shape[0] < self.k.shape[2]:
+            self._tables(self.k.shape[2])
 
     @staticmethod
     def _alloc(filled: Tensor, capacity: int) -> Tensor:
@@ -165,6 +175,7 @@ class _AttentionStep:
         return out
 
     def _tables(self, capacity: int) -> None:
+        self.cos = self.sin = None
         if self.rotary is not None:
             pos = torch.arange(capacity, device=self.k.device)
             self.cos, self.sin = self.rotary(pos, self.k.dtype)  # (capacity, hd)
@@ -173,7 +184,7 @@ class _AttentionStep:
         self.k, self.v = self._alloc(self.k, 2 * self.k.shape[2]), self._alloc(self.v, 2 * self.v.shape[2])
         self._tables(self.k.shape[2])
 
-    def _rope(self, x: Tensor) -> Tensor:
+    def _rope(self, x: Tensor) -> Tensor:  # at position t, from the tables
         cos, sin = self.cos[self.t], self.sin[self.t]
         half = self.hd // 2
         rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
@@ -209,6 +220,13 @@ class FusedDecoder:
             self.layers = [(_AttentionStep if layer.is_attention else _MambaStep)(layer, batch_size, s)
                            for layer, s in zip(backbone.layers, states)]
             self.eps_f, self.w_f = backbone.norm_f.eps, _copy(backbone.norm_f.weight)
+
+    def reset(self, batch_size: int, state: list[Any] | None = None) -> None:
+        """Start again from ``state`` (or the empty state) for ``batch_size`` streams, keeping the
+        packed weights (the costly part of building a decoder)."""
+        with torch.no_grad():
+            for layer, s in zip(self.layers, state if state is not None else [None] * len(self.layers)):
+                layer.reset(batch_size, s)
 
     @torch.inference_mode()
     def step(self, x: Tensor) -> Tensor:
