@@ -46,6 +46,9 @@ class ABRParams(_Strict):
     """The ``task: {name: abr, ...}`` node."""
 
     data_dir: str | None = None  # None: default_data_dir() (../shared/data or $MAMBA4NET_DATA)
+    # the video streamed: <abr_dir>/video/<video>_sizes/video_size_{0..5} (49+ chunk sizes each);
+    # another one tests a trained policy on a video it never saw (docs/abr.md, "Another video")
+    video: str = Field("video1", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     valid_fraction: float = Field(0.15, gt=0, lt=1)  # FCC source traces held out of fcc-train
     split_seed: int = 0
     # decisions per training sample; None = whole episodes (47 decisions), so the streaming student
@@ -65,7 +68,10 @@ class ABRParams(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> "ABRParams":
+        from .video import load_video_sizes
+
         self.abr_dir  # raises naming the folder when the data is missing
+        load_video_sizes(self.abr_dir, self.video)  # and naming the file when the video is unusable
         return self
 
     @property

@@ -11,6 +11,7 @@ selection), test = fcc-test with NetLLM's fixed start pointers (never used for s
 
 from __future__ import annotations
 
+import hashlib
 import statistics
 import time
 from pathlib import Path
@@ -72,7 +73,7 @@ class ABRTask:
         if self._video is None:
             from .video import load_video_sizes
 
-            self._video = load_video_sizes(self.params.abr_dir)
+            self._video = load_video_sizes(self.params.abr_dir, self.params.video)
         return self._video
 
     def traces(self, split: str) -> tuple[list, list[int] | None]:
@@ -107,7 +108,18 @@ class ABRTask:
             "policy_params": {name: table[name][1].model_dump() for name in spec["policies"]},
             "valid_fraction": self.params.valid_fraction, "split_seed": self.params.split_seed,
             "traces": sorted(t.name for t in traces),
+            # another video's pool is another pool (its name and its sizes); video1's key is
+            # unchanged so the pools already made for it are still found
+            **self._video_key(),
         }
+
+    def _video_key(self) -> dict[str, Any]:
+        from .video import DEFAULT_VIDEO
+
+        if self.params.video == DEFAULT_VIDEO:
+            return {}
+        sizes = np.ascontiguousarray(self.video_sizes, dtype=np.int64)
+        return {"video": self.params.video, "video_sha256": hashlib.sha256(sizes.tobytes()).hexdigest()}
 
     def pool(self, split: str = "train"):
         """The experience pool of ``split``: loaded from the pool folder when one with the same
