@@ -145,3 +145,27 @@ def test_cli_missing_or_malformed_video_is_exit_2_before_any_work(data, tmp_path
     code, lines = _outcome(["evaluate", str(run), "--set", "task.video=video2"])
     assert code == 2 and len(lines) == 1 and f"{bad}: 20 chunk sizes, need at least 49" in lines[0], lines
     assert sorted(p.name for p in run.iterdir()) == ["config.yaml"]
+
+
+def test_damaged_video_files_load_or_fail_in_one_line(data):
+    """Seeded random damage (truncation, bit flips) to one quality file: either it still loads
+    (a harmless flip in a digit) or it is one DataError line naming that file, never a traceback."""
+    folder = data / "abr" / "video" / "video2_sizes"
+    rng = np.random.default_rng(0)
+    originals = {q: (folder / f"video_size_{q}").read_bytes() for q in range(N_QUALITIES)}
+    for _ in range(150):
+        q = int(rng.integers(N_QUALITIES))
+        raw = bytearray(originals[q])
+        if rng.random() < 0.3:
+            raw = raw[: int(rng.integers(len(raw)))]
+        else:
+            for pos in rng.integers(len(raw), size=int(rng.integers(1, 6))):
+                raw[pos] ^= 1 << int(rng.integers(8))
+        path = folder / f"video_size_{q}"
+        path.write_bytes(bytes(raw))
+        try:
+            sizes = load_video_sizes(data / "abr", "video2")
+            assert sizes.shape == (N_QUALITIES, N_CHUNKS + 1) and (sizes > 0).all()
+        except DataError as err:
+            assert "\n" not in str(err) and str(err).startswith(str(path)), str(err)
+        path.write_bytes(originals[q])
