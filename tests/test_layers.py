@@ -12,12 +12,13 @@ ROOT = Path(__file__).resolve().parents[1]
 # the layers of core/, lowest first (leaves -> config -> runtime, checkpoints, run folder ->
 # model, objective, trainer -> context -> stages, evaluation, bench library -> pipeline, bench command -> cli)
 LAYERS = [
-    ["errors", "protocols", "io", "seeding", "paths", "progress", "plotting", "hookspecs", "method", "yamlio"],
+    ["errors", "protocols", "io", "seeding", "paths", "progress", "plotting", "hookspecs", "method", "yamlio",
+     "streaming"],
     ["schema", "config"],
     ["runtime", "kernels", "distributed", "ds_engine", "checkpoint", "runs", "artifacts", "lock", "datasets"],
     ["model", "objective", "trainer", "taps", "outputs"],
     ["context"],
-    ["stages", "evaluation", "efficiency", "export", "report", "bench", "bench.measure", "bench.plan",
+    ["stages", "evaluation", "efficiency", "export", "onnx_export", "report", "bench", "bench.measure", "bench.plan",
      "bench.size", "bench.sweep", "bench.tables", "bench.plots", "bench.run", "bench.flops"],
     ["pipeline", "bench.command"],
     ["cli", "__init__"],
