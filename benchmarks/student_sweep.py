@@ -78,9 +78,13 @@ def run_arm(source: RunDir, folder: Path, shape: str, seed: int, history: int, r
 
 
 def mean_ci(values: list[float]) -> tuple[float, float]:
-    """Mean and the half-width of a normal 95% interval over seeds (0 for one seed)."""
+    """Mean and the half-width of the 95% Student-t interval of the mean over seeds (0 for one)."""
+    from scipy import stats
+
     v = np.asarray(values, dtype=float)
-    return float(v.mean()), float(1.96 * v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
+    if len(v) < 2:
+        return float(v.mean()), 0.0
+    return float(v.mean()), float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
 
 
 def table(arms: list[dict], history: int) -> str:
