@@ -43,6 +43,8 @@ def cmd_run(args) -> int:
     from mamba4net.core import distributed as dist
 
     loaded = load_config(args.config, args.set)
+    if args.seeds is not None:
+        return _run_seeds(args, loaded)
     if args.no_progress:
         loaded.cfg.runtime.progress = False
     run_root = resolve_run_dir(loaded, args.out, args.resume)
@@ -63,6 +65,24 @@ def cmd_run(args) -> int:
         if not dist.is_main():
             return 0
     _print_results(run.root)
+    return 0
+
+
+def _run_seeds(args, loaded) -> int:
+    from mamba4net.core.errors import ConfigError, Mamba4netError
+    from mamba4net.core.runs import new_run_dir
+    from mamba4net.core.seeds import parse_seeds, run_seeds, seeds_markdown
+
+    seeds = parse_seeds(args.seeds)
+    if args.nproc is not None:
+        raise ConfigError("--seeds runs its seeds one after the other in this process: drop --nproc")
+    if args.resume and not args.out:
+        raise Mamba4netError("--resume with --seeds needs --out, the folder holding the seed-<k> runs")
+    out = Path(args.out) if args.out else new_run_dir("runs", f"{loaded.cfg.name}-seeds")
+    overrides = list(args.set) + (["runtime.progress=false"] if args.no_progress else [])
+    summary = run_seeds(args.config, out, seeds, overrides, resume=args.resume)
+    print(seeds_markdown(summary))
+    print(f"runs and seeds.json/seeds.md written to: {out}")
     return 0
 
 
@@ -252,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--nproc", type=int, metavar="N",
                    help="run N local processes (runtime.engine: deepspeed; data split over ranks)")
+    p.add_argument("--seeds", metavar="LIST", help="run once per training seed (e.g. 0,1,2 or 0-4) into "
+                   "OUT/seed-<k>/ and write OUT/seeds.md: each model's metric, mean and 95%% interval over seeds")
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("validate", help="check a config without running it")

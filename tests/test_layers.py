@@ -20,7 +20,7 @@ LAYERS = [
     ["context"],
     ["stages", "evaluation", "efficiency", "export", "onnx_export", "report", "bench", "bench.measure", "bench.plan",
      "bench.size", "bench.sweep", "bench.tables", "bench.plots", "bench.run", "bench.flops"],
-    ["pipeline", "bench.command"],
+    ["pipeline", "bench.command", "seeds"],
     ["cli", "__init__"],
 ]
 
