@@ -14,17 +14,7 @@ import json
 import math
 from pathlib import Path
 
-from scipy import stats
-
-
-def interval(values: list[float]) -> tuple[float, float]:
-    """(mean, half-width of the 95% t interval); half-width 0 for a single value."""
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, 0.0
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    return mean, stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
+from mamba4net.core.seeds import interval
 
 
 def main(argv=None) -> int:
