@@ -22,7 +22,7 @@ so the three are timed on the same decisions. After ``--warmup`` untimed decisio
 ``--rounds`` times, interleaved (a change in the machine's load hits all three). A decision's cost
 is the scheduler's call (observation, tokens, backbone, heads), by the wall clock and by the
 process's CPU time. A last, separate pass of the live student splits its time into observation,
-tokens, decoder builds (one per context block), backbone steps, heads and the rest. Writes
+tokens, decoder builds (one per episode; the reset at each context block counts in the rest), backbone steps, heads and the rest. Writes
 ``<out>.json`` and ``<out>.md`` with the command, the machine and the load average.
 """
 
@@ -68,7 +68,7 @@ def play(scheduler, make_episode, actions=None, limit=None) -> dict:
 @contextmanager
 def split_timer(scheduler, totals: dict[str, float]):
     """Adds the time spent in each part of the streaming scheduler's decisions to ``totals``:
-    ``observe`` (the graph features), ``tokens``, ``decoder_build`` (one per context block),
+    ``observe`` (the graph features), ``tokens``, ``decoder_build`` (one per episode; the reset at each context block counts in the rest),
     ``backbone`` (the recurrent steps) and ``heads``."""
     from mamba4net.plugins.cjs import policy
 
@@ -243,7 +243,7 @@ def markdown(out: dict) -> str:
     total = sum(split.values())
     parts = ("observe", "tokens", "decoder_build", "backbone", "heads", "rest")
     lines += ["", "Where the live student's decision goes (mean ms per decision; the decoder is built once "
-              "per context block):", "",
+              "per episode and reset at each context block):", "",
               "| observation | tokens | decoder build | backbone steps | heads | rest |",
               "|---:|---:|---:|---:|---:|---:|",
               "| " + " | ".join(f"{split.get(k, 0.0):.2f} ({100 * split.get(k, 0.0) / total:.0f}%)"
