@@ -172,13 +172,14 @@ def latency_sweep(models: dict[str, tuple[str, nn.Module]], plan: BenchPlan, dev
     budgets = {series_name(r, m): Budget(plan.budget_s, plan.warmup + 1) for r, m, _ in series}
     prefill_budgets = {role: Budget(plan.budget_s, 1) for role in models}
     reencode_ms: dict[tuple[str, int], float] = {}
+    onnx: dict[str, dict] = {}  # role -> its exported step's session (made once, at the first point)
     with decision_threads():
         for h in plan.history_lens:
             for role, mode, model in series:
                 name = series_name(role, mode)
                 bar.set_postfix_str(f"{name} H={h}")
                 row = _latency_point(role, mode, model, h, plan, device, budgets[name], prefill_budgets[role],
-                                     reencode_ms)
+                                     reencode_ms, onnx)
                 rows.append({"series": name, "role": role, "mode": mode, "history": h, **row})
                 log.info("bench %s history %d: %s", name, h,
                          f"{row['median_ms']:.2f} ms" if row["status"] == "ok" else "skipped, " + row["reason"])
@@ -186,7 +187,7 @@ def latency_sweep(models: dict[str, tuple[str, nn.Module]], plan: BenchPlan, dev
     return rows
 
 
-def _latency_point(role, mode, model, h, plan, device, budget, prefill_budget, reencode_ms) -> dict:
+def _latency_point(role, mode, model, h, plan, device, budget, prefill_budget, reencode_ms, onnx) -> dict:
     """One (series, history length) point: its timing row, or a skipped row with the reason."""
     d, dtype = model.d_model, input_dtype(model)
     x = torch.randn(1, d, device=device, dtype=dtype)  # the newest token
@@ -220,7 +221,9 @@ def _latency_point(role, mode, model, h, plan, device, budget, prefill_budget, r
         return {"status": "ok", **timing.as_dict(), "state_bytes": size}
 
     if mode == ONNX_STEP:
-        return _onnx_step_point(model, h, plan, device, budget, x)
+        if role not in onnx:
+            onnx[role] = _onnx_step_session(model, device, x)
+        return _onnx_step_point(onnx[role], model, h, plan, device, budget, x)
 
     # KV_STEP
     if not (hasattr(model, "prefill_cache") and hasattr(model, "step_cached")):
@@ -243,36 +246,48 @@ class _AsToken(nn.Module):
         return x[:, None]  # (b, D) -> (b, 1, D): one token
 
 
-def _onnx_step_point(model, h, plan, device, budget, x) -> dict:
+def _onnx_step_session(model, device, x) -> dict:
     """The student's step exported to ONNX (its state as explicit inputs, :mod:`mamba4net.core.onnx_export`)
-    and run by onnxruntime on the CPU with ``decision_threads`` threads, from the state after the
-    history: what a device without torch decides with."""
+    and loaded by onnxruntime on the CPU with ``decision_threads`` threads: ``{"session", "onnx_bytes",
+    "session_rss_bytes"}``, or ``{"skipped": reason}``. Made once per model for the whole sweep."""
     import tempfile
 
-    from mamba4net.core.model import NetModel
-    from mamba4net.core.onnx_export import DeploySpec, ExportError, export_onnx, flatten_state, onnx_session
     from mamba4net.core.bench.measure import peak_rss_increase
+    from mamba4net.core.model import NetModel
+    from mamba4net.core.onnx_export import DeploySpec, ExportError, export_onnx, onnx_session
     from mamba4net.core.runtime import decision_thread_count
 
     if device.type != "cpu" or input_dtype(model) != torch.float32:
-        return {"status": "skipped", "reason": "onnxruntime is measured for float32 models on the CPU"}
-    if budget.exhausted:
-        return {"status": "skipped", "reason": budget.exhausted}
-    with tempfile.TemporaryDirectory(prefix="mamba4net-onnx-") as tmp:
+        return {"skipped": "onnxruntime is measured for float32 models on the CPU"}
+    with tempfile.TemporaryDirectory(prefix="mamba4net-onnx-") as tmp:  # the session keeps the model in memory
         path = Path(tmp) / "step.onnx"
         net = NetModel(_AsToken(), model, nn.Identity())
         spec = DeploySpec(inputs={"x": x}, encoder=net.encoder, head=net.head, output="h", stateful=True)
         try:
             manifest = export_onnx(net, spec, path)
         except (ExportError, ImportError) as exc:
-            return {"status": "skipped", "reason": f"not exported: {exc}"}
+            return {"skipped": f"not exported: {exc}"}
         holder = []
-        session_bytes = peak_rss_increase(lambda: holder.append(onnx_session(path, threads=decision_thread_count())))
-        session = holder[0]
-        _, state = model.prefill(torch.randn(1, h, model.d_model, dtype=x.dtype)) if h else (None, model.init_state(1))
-        feed = {"x": x.numpy(), **{f"state.{k}": t.numpy() for k, t in flatten_state(state).items()}}
-        timing, _ = time_call(lambda: session.run(["h"], feed), warmup=plan.warmup, repeats=plan.repeats,
-                              budget_s=plan.budget_s, device=device)
+        rss = peak_rss_increase(lambda: holder.append(onnx_session(path, threads=decision_thread_count())))
+    return {"session": holder[0], "onnx_bytes": manifest["bytes"], "session_rss_bytes": rss}
+
+
+def _onnx_step_point(exported: dict, model, h, plan, device, budget, x) -> dict:
+    """One step of the exported student in onnxruntime from the state after the history: what a
+    device without torch decides with."""
+    from mamba4net.core.bench.measure import peak_rss_increase
+    from mamba4net.core.onnx_export import flatten_state
+
+    if "skipped" in exported:
+        return {"status": "skipped", "reason": exported["skipped"]}
+    if budget.exhausted:
+        return {"status": "skipped", "reason": budget.exhausted}
+    session = exported["session"]
+    _, state = model.prefill(torch.randn(1, h, model.d_model, dtype=x.dtype)) if h else (None, model.init_state(1))
+    feed = {"x": x.numpy(), **{f"state.{k}": t.numpy() for k, t in flatten_state(state).items()}}
+    timing, _ = time_call(lambda: session.run(["h"], feed), warmup=plan.warmup, repeats=plan.repeats,
+                          budget_s=plan.budget_s, device=device)
     budget.record(1, timing.median_ms, f"history {h}")
-    return {"status": "ok", **timing.as_dict(), "onnx_bytes": manifest["bytes"],
-            "session_rss_bytes": session_bytes, "decision_peak_bytes": peak_rss_increase(lambda: session.run(["h"], feed))}
+    return {"status": "ok", **timing.as_dict(), "onnx_bytes": exported["onnx_bytes"],
+            "session_rss_bytes": exported["session_rss_bytes"],
+            "decision_peak_bytes": peak_rss_increase(lambda: session.run(["h"], feed))}
