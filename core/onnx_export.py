@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from mamba4net.core.errors import Mamba4netError
 from mamba4net.core.io import atomic_write_bytes, sha256_file, write_json
+from mamba4net.core.streaming import can_stream
 
 log = logging.getLogger("mamba4net")
 
@@ -98,42 +99,37 @@ class _Decision(nn.Module):
         return (out, *flatten_state(state).values()) if self.stateful else out
 
 
-def _growing_axes(model, batch: int) -> dict[str, int]:
-    """State tensors whose size changes with a step (KV caches), and the axis that grows."""
-    before = flatten_state(model.backbone.init_state(batch))
-    with torch.no_grad():
-        _, after = model.backbone.step(torch.zeros(batch, model.d_model), model.backbone.init_state(batch))
-    grows = {}
-    for name, t in flatten_state(after).items():
-        diff = [d for d, (a, b) in enumerate(zip(before[name].shape, t.shape)) if a != b]
-        if diff:
-            grows[name] = diff[0]
-    return grows
+def _grown_axis(before: Tensor, after: Tensor) -> int | None:
+    """The axis along which a state tensor grew over a decision (a KV cache's), or None."""
+    return next((d for d, (a, b) in enumerate(zip(before.shape, after.shape)) if a != b), None)
 
 
 def export_onnx(model, spec: DeploySpec, path: Path) -> dict:
     """Export ``model`` (a NetModel whose backbone has ``init_state``/``step``) for ``spec`` to
     ``path``; check it in onnxruntime against PyTorch; return the manifest."""
     backbone = model.backbone
-    if not (callable(getattr(backbone, "init_state", None)) and callable(getattr(backbone, "step", None))):
+    if not can_stream(backbone):
         raise ExportError(f"{type(backbone).__name__} has no recurrent step (init_state/step): nothing to export")
     model = model.float().eval()
-    batch = next(iter(spec.inputs.values())).shape[0]
-    template = backbone.init_state(batch)
+    inputs = tuple(spec.inputs.values())
+    template = backbone.init_state(inputs[0].shape[0])
     state = flatten_state(template) if spec.stateful else {}
-    grows = _growing_axes(model, batch) if spec.stateful else {}
     wrapper = _Decision(model, spec, template).eval()
+    example = inputs + tuple(state.values())
+    with torch.no_grad():
+        n_tokens = int(spec.encoder(*inputs).shape[1])
+        first = wrapper(*example) if spec.stateful else ()
+    # a KV cache grows along one axis over a decision; the others keep their shape
+    grows = {k: _grown_axis(t, after) for (k, t), after in zip(state.items(), first[1:])}
+    grows = {k: axis for k, axis in grows.items() if axis is not None}
+    if spec.stateful:  # trace from a non-empty state, so that no axis is traced at size 0
+        example = inputs + tuple(first[1:])
     in_names = list(spec.inputs) + [f"state.{k}" for k in state]
     out_names = [spec.output] + [f"new_state.{k}" for k in state]
     axes: dict[str, dict[int, str]] = {n: {0: "batch"} for n in in_names + out_names}
     for k, axis in grows.items():
         axes[f"state.{k}"][axis] = "past"
         axes[f"new_state.{k}"][axis] = "past_next"
-    example = tuple(spec.inputs.values()) + tuple(state.values())
-    if spec.stateful:  # trace from a non-empty state, so that no axis is traced at size 0
-        with torch.no_grad():
-            first = wrapper(*example)
-        example = tuple(spec.inputs.values()) + tuple(first[1:])
     buffer = io.BytesIO()
     try:
         with torch.no_grad(), warnings.catch_warnings():
@@ -161,7 +157,7 @@ def export_onnx(model, spec: DeploySpec, path: Path) -> dict:
         "inputs": {n: {"shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", "")}
                    for n, t in spec.inputs.items()},
         "output": spec.output,
-        "tokens_per_decision": int(spec.encoder(*spec.inputs.values()).shape[1]),
+        "tokens_per_decision": n_tokens,
         "stateful": spec.stateful,
         "state": {f"state.{k}": {"shape": [0 if d == grows.get(k) else int(s) for d, s in enumerate(t.shape[1:], 1)],
                                  "dtype": str(t.dtype).replace("torch.", ""), "grows_along": grows.get(k)}
