@@ -17,9 +17,11 @@ import torch
 from torch import Tensor
 
 
-def can_stream(backbone) -> bool:
-    """Whether ``backbone`` implements the ``StreamingBackbone`` protocol (``init_state``/``step``)."""
-    return callable(getattr(backbone, "init_state", None)) and callable(getattr(backbone, "step", None))
+def can_stream(backbone_or_model) -> bool:
+    """Whether a backbone, or a model's ``.backbone``, implements the ``StreamingBackbone`` protocol
+    (``init_state``/``step``)."""
+    b = getattr(backbone_or_model, "backbone", backbone_or_model)
+    return callable(getattr(b, "init_state", None)) and callable(getattr(b, "step", None))
 
 
 class StepDecoder:

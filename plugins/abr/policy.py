@@ -22,14 +22,9 @@ import torch
 from torch import Tensor
 
 from mamba4net.core.runtime import decision_threads
-from mamba4net.core.streaming import can_stream as _backbone_streams
-from mamba4net.core.streaming import decoder_for
+from mamba4net.core.streaming import can_stream, decoder_for
 
 from .encoder import N_ACTIONS
-
-
-def can_stream(model) -> bool:
-    return _backbone_streams(getattr(model, "backbone", None))
 
 
 class SequencePolicy:

@@ -32,17 +32,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mamba4net.core.streaming import can_stream as backbone_streams
 from mamba4net.core.runtime import decision_threads
-from mamba4net.core.streaming import decoder_for
+from mamba4net.core.streaming import can_stream, decoder_for
 
 from .graph import JobSetCache, observe
 from .pool import accrued_job_seconds
 from .windows import Decision, assemble, candidates
-
-
-def can_stream(model) -> bool:
-    return backbone_streams(getattr(model, "backbone", None))
 
 
 class SequenceScheduler:
