@@ -38,6 +38,13 @@ _LAZY = {
     # streaming decisions: a backbone's decoder, and the thread count decisions run with
     "decoder_for": "mamba4net.core.streaming",
     "decision_threads": "mamba4net.core.runtime",
+    # return-conditioned sequence policies for decision tasks (the seqpolicy library; abr and cjs use it)
+    "ReturnConditionedPolicy": "mamba4net.plugins.seqpolicy",
+    "ReturnToGo": "mamba4net.plugins.seqpolicy",
+    "StoredPool": "mamba4net.plugins.seqpolicy",
+    "cached_pool": "mamba4net.plugins.seqpolicy",
+    "episode_windows": "mamba4net.plugins.seqpolicy",
+    "returns_to_go": "mamba4net.plugins.seqpolicy",
     # what a method's stage works with
     "StageContext": "mamba4net.core.context",
     "MethodContext": "mamba4net.core.context",

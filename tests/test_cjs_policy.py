@@ -15,7 +15,7 @@ from mamba4net.plugins.cjs.config import CJSParams, ClusterParams, PoolParams
 from mamba4net.plugins.cjs.evaluation import episode_jobs, make_sim
 from mamba4net.plugins.cjs.graph import JobSetCache, job_set, observe
 from mamba4net.plugins.cjs.policy import SequenceScheduler, can_stream
-from mamba4net.plugins.cjs.pool import ARRAYS, ExperiencePool
+from mamba4net.plugins.cjs.pool import ExperiencePool
 from mamba4net.plugins.cjs.task import CJSTask
 from mamba4net.plugins.cjs.tokens import CJSKDLoss, CJSPolicyHead, CJSTokenEncoder
 from mamba4net.plugins.cjs.windows import Decision, assemble, candidates
@@ -48,7 +48,7 @@ def test_pool_round_trip_and_cache(tmp_path):
     files = sorted((tmp_path / "pools").iterdir())
     assert [f.suffix for f in files] == [".json", ".safetensors"]
     again = ExperiencePool.load(files[1])
-    for k in ARRAYS:
+    for k in ExperiencePool.ARRAYS:
         np.testing.assert_array_equal(getattr(again, k), getattr(pool, k))
     assert again.policy == pool.policy and again.meta == pool.meta
     reused = _task(tmp_path).pool("train")  # a second task finds the cached file

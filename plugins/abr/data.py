@@ -17,12 +17,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mamba4net.plugins.seqpolicy import episode_windows, returns_to_go
+
 from .encoder import N_ACTIONS
-
-
-def returns_to_go(rewards: np.ndarray) -> np.ndarray:
-    """rewards (E, T) -> suffix sums (E, T): rtg[:, t] = rewards[:, t:].sum(1)."""
-    return np.flip(np.cumsum(np.flip(rewards, 1), 1), 1).copy()
 
 
 class PoolWindows:
@@ -40,8 +37,8 @@ class PoolWindows:
         self.states = torch.as_tensor(states, dtype=torch.float32)  # (E, T, 6, S)
         self.actions = torch.as_tensor(actions, dtype=torch.long)  # (E, T)
         self.rtg = torch.as_tensor(returns_to_go(rewards) / return_scale, dtype=torch.float32)  # (E, T)
-        starts = np.arange(T - window + 1)
-        self.index = torch.as_tensor(np.stack(np.meshgrid(np.arange(E), starts, indexing="ij"), -1).reshape(-1, 2))
+        starts, _ = episode_windows(np.arange(E + 1) * T, window, partial=False)  # every start 0..T-window
+        self.index = torch.as_tensor(np.stack([starts // T, starts % T], -1))  # (samples, 2): episode, start
 
     def __len__(self) -> int:
         return len(self.index)

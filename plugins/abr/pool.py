@@ -19,19 +19,15 @@ from typing import Any, Callable
 
 import numpy as np
 
-from mamba4net.core.artifacts import load_arrays, save_arrays
 from mamba4net.core.errors import DataError
 from mamba4net.core.progress import progress_bar
+from mamba4net.plugins.seqpolicy import StoredPool
 
 from .rollout import Transitions, rollout
 from .sim import AbrEnv
 
-FORMAT = 1
-ARRAYS = ("states", "actions", "rewards", "dones")
-
-
 @dataclass
-class ExperiencePool:
+class ExperiencePool(StoredPool):
     states: np.ndarray  # (E, T, 6, S) float32
     actions: np.ndarray  # (E, T) int64
     rewards: np.ndarray  # (E, T) float32
@@ -40,32 +36,24 @@ class ExperiencePool:
     trace: list[str]
     meta: dict[str, Any] = field(default_factory=dict)
 
+    ARRAYS = ("states", "actions", "rewards", "dones")
+    LISTS = ("policy", "trace")
+    FINITE = ("states", "rewards")
+
     def __len__(self) -> int:
         return len(self.actions)
 
-    def save(self, path: str | Path) -> Path:
-        """Write ``path`` (.safetensors) and its .json sidecar, each atomically."""
-        return save_arrays(path, {k: getattr(self, k) for k in ARRAYS},
-                           {"meta": self.meta, "policy": self.policy, "trace": self.trace}, FORMAT)
+    def episode_returns(self) -> np.ndarray:
+        """(E,) the sum of each episode's rewards (QoE over its 47 decisions)."""
+        return np.asarray(self.rewards, dtype=np.float64).sum(1)
 
     @classmethod
-    def load(cls, path: str | Path) -> "ExperiencePool":
-        arrays, info = load_arrays(path, ARRAYS, FORMAT, "experience pool")
-        path = Path(path).with_suffix(".safetensors")
-        side = path.with_suffix(".json")
-        lists = {k: info.get(k) for k in ("policy", "trace")}
-        bad = [k for k, v in lists.items() if not isinstance(v, list)]
-        if bad or not isinstance(info.get("meta", {}), dict):
-            raise DataError(f"{side}: experience-pool record lacks a list of {bad[0] if bad else 'meta'}")
-        if arrays["actions"].ndim != 2:
+    def check(cls, path: Path, a: dict[str, np.ndarray], episodes: int) -> None:
+        if a["actions"].ndim != 2:
             raise DataError(f"{path}: experience-pool arrays disagree in shape")
-        E, T = arrays["actions"].shape
-        if (arrays["states"].shape[:2] != (E, T) or arrays["rewards"].shape != (E, T)
-                or arrays["dones"].shape != (E, T) or len(lists["policy"]) != E or len(lists["trace"]) != E):
+        E, T = a["actions"].shape
+        if a["states"].shape[:2] != (E, T) or a["rewards"].shape != (E, T) or a["dones"].shape != (E, T) or episodes != E:
             raise DataError(f"{path}: experience-pool arrays disagree in shape")
-        if not np.isfinite(arrays["rewards"]).all() or not np.isfinite(arrays["states"]).all():
-            raise DataError(f"{path}: experience pool holds non-finite values")
-        return cls(**arrays, **lists, meta=info.get("meta", {}))
 
 
 class EpsilonGreedy:
@@ -88,7 +76,7 @@ def generate_pool(make_env: Callable[[int], AbrEnv], policies: dict[str, Any], *
                   epsilon: float = 0.0, seed: int = 0, progress: bool = True) -> ExperiencePool:
     """Every policy plays every trace of ``make_env(seed)`` once per pass (a new seed per pass:
     other start points and noise). Passes after the first explore with ``epsilon`` (if > 0)."""
-    parts: dict[str, list] = {k: [] for k in ARRAYS}
+    parts: dict[str, list] = {k: [] for k in ExperiencePool.ARRAYS}
     names, traces = [], []
     bar = progress_bar(total=passes * len(policies), desc="experience pool", enabled=progress)
     for k in range(passes):

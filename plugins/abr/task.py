@@ -22,9 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mamba4net.core.artifacts import cached
 from mamba4net.core.model import eval_mode
-from mamba4net.core.paths import cache_dir
+from mamba4net.plugins.seqpolicy import cached_pool
 
 from .config import SPLITS, ABRParams
 from .data import PoolWindows
@@ -129,15 +128,14 @@ class ABRTask:
         from .pool import ExperiencePool, generate_pool
 
         spec = self._pool_spec(split)
-        folder = Path(self.params.pool_dir).expanduser() if self.params.pool_dir else cache_dir() / "abr" / "pools"
 
         def make(digest: str):
             policies = {name: _rule_policy(name, self) for name in spec["policies"]}
             return generate_pool(lambda seed: self.env(split, noise=spec["noise"], seed=seed), policies,
                                  passes=spec["passes"], epsilon=spec["epsilon"], seed=spec["seed"])
 
-        pool = cached(folder, split, spec, load=ExperiencePool.load, make=make,
-                      describe=lambda p: f"{len(p.actions)} episodes", what="abr: experience pool")
+        pool = cached_pool("abr", self.params.pool_dir, split, spec, load=ExperiencePool.load, make=make,
+                           describe=lambda p: f"{len(p.actions)} episodes")
         self._pools[split] = pool
         return pool
 
@@ -158,8 +156,7 @@ class ABRTask:
         it on a slow one drives the policy to stall: see ``docs/abr.md``.)"""
         if self.params.target_return is not None:
             return float(self.params.target_return)
-        returns = np.asarray(self.pool("train").rewards, dtype=np.float64).sum(1)
-        return float(np.quantile(returns, self.params.target_quantile))
+        return float(np.quantile(self.pool("train").episode_returns(), self.params.target_quantile))
 
     def loss(self, out: Any, batch: dict[str, Tensor]) -> Tensor:
         """The RL loss of return-conditioned sequence modelling: cross-entropy on the actions."""

@@ -37,15 +37,12 @@ from typing import Any
 
 import numpy as np
 
-from mamba4net.core.artifacts import load_arrays, save_arrays
 from mamba4net.core.errors import DataError
 from mamba4net.core.progress import progress_bar
+from mamba4net.plugins.seqpolicy import StoredPool
 
 from .graph import NUM_FEATURES, observe
 
-FORMAT = 1
-ARRAYS = ("x", "node_job", "mask", "edge_index", "node_ptr", "edge_ptr", "action_node", "level",
-          "reward", "done", "time", "episode_ptr")
 
 
 def limit_values(num_executors: int, levels: int) -> list[int]:
@@ -66,7 +63,7 @@ def accrued_job_seconds(t0: np.ndarray, t1: np.ndarray, arrival: np.ndarray, com
 
 
 @dataclass
-class ExperiencePool:
+class ExperiencePool(StoredPool):
     x: np.ndarray
     node_job: np.ndarray
     mask: np.ndarray
@@ -98,56 +95,39 @@ class ExperiencePool:
         csum = np.concatenate([[0.0], np.cumsum(self.reward, dtype=np.float64)])
         return csum[self.episode_ptr[1:]] - csum[self.episode_ptr[:-1]]
 
-    def save(self, path: str | Path) -> Path:
-        """Write ``path`` (.safetensors) and its .json sidecar, each atomically."""
-        return save_arrays(path, {k: getattr(self, k) for k in ARRAYS},
-                           {"meta": self.meta, "policy": self.policy, "seed": self.seed,
-                            "avg_jct_s": self.avg_jct_s, "jobs": self.jobs}, FORMAT)
+    ARRAYS = ("x", "node_job", "mask", "edge_index", "node_ptr", "edge_ptr", "action_node", "level",
+              "reward", "done", "time", "episode_ptr")
+    LISTS = ("policy", "seed", "avg_jct_s", "jobs")
+    FINITE = ("x", "reward")
 
     @classmethod
-    def load(cls, path: str | Path) -> "ExperiencePool":
-        """Read a pool; any defect is a one-line DataError naming the file at fault."""
-        a, info = load_arrays(path, ARRAYS, FORMAT, "experience pool")
-        path = Path(path).with_suffix(".safetensors")
-        side = path.with_suffix(".json")
-        try:
-            lists = {k: list(info[k]) for k in ("policy", "seed", "avg_jct_s", "jobs")}
-        except (KeyError, TypeError) as exc:
-            raise DataError(f"{side}: experience-pool sidecar lacks {exc}") from None
-        if len({len(v) for v in lists.values()}) != 1:
-            raise DataError(f"{side}: experience-pool sidecar lists (policy, seed, avg_jct_s, jobs) differ in length")
-        _check(path, a, len(lists["policy"]))
-        return cls(**a, **lists, meta=info.get("meta", {}))
-
-
-def _check(path: Path, a: dict[str, np.ndarray], n_policy: int) -> None:
-    D, N, M = len(a["action_node"]), len(a["x"]), a["edge_index"].shape[-1]
-    E = len(a["episode_ptr"]) - 1
-    ok = (a["x"].ndim == 2 and a["x"].shape[1] == NUM_FEATURES and a["node_job"].shape == (N,)
-          and a["mask"].shape == (N,) and a["edge_index"].shape == (2, M) and a["node_ptr"].shape == (D + 1,)
-          and a["edge_ptr"].shape == (D + 1,) and all(a[k].shape == (D,) for k in ("level", "reward", "done", "time"))
-          and E == n_policy and E >= 1)
-    if not ok:
-        raise DataError(f"{path}: experience-pool arrays disagree in shape")
-    for name, total in (("node_ptr", N), ("edge_ptr", M), ("episode_ptr", D)):
-        ptr = a[name]
-        if ptr[0] != 0 or ptr[-1] != total or (np.diff(ptr) < 0).any():
-            raise DataError(f"{path}: experience-pool offsets {name} are inconsistent")
-    sizes = np.diff(a["node_ptr"])
-    if (a["action_node"] < 0).any() or (a["action_node"] >= sizes).any():
-        raise DataError(f"{path}: experience-pool actions point outside their decision's stages")
-    if (a["level"] < 0).any() or (a["node_job"] < 0).any():
-        raise DataError(f"{path}: experience pool holds negative limit levels or job indices")
-    if M:  # each decision's edges join nodes of that decision (local indices)
-        own = np.repeat(sizes, np.diff(a["edge_ptr"]))  # (M,) node count of each edge's decision
-        if (a["edge_index"] < 0).any() or (a["edge_index"] >= own).any():
-            raise DataError(f"{path}: experience-pool edges point outside their decision's stages")
-    ends = np.zeros(D, dtype=bool)
-    ends[a["episode_ptr"][1:] - 1] = True
-    if not np.array_equal(a["done"].astype(bool), ends):
-        raise DataError(f"{path}: experience-pool done flags do not match the episode offsets")
-    if not np.isfinite(a["x"]).all() or not np.isfinite(a["reward"]).all():
-        raise DataError(f"{path}: experience pool holds non-finite values")
+    def check(cls, path: Path, a: dict[str, np.ndarray], episodes: int) -> None:
+        D, N, M = len(a["action_node"]), len(a["x"]), a["edge_index"].shape[-1]
+        E = len(a["episode_ptr"]) - 1
+        ok = (a["x"].ndim == 2 and a["x"].shape[1] == NUM_FEATURES and a["node_job"].shape == (N,)
+              and a["mask"].shape == (N,) and a["edge_index"].shape == (2, M) and a["node_ptr"].shape == (D + 1,)
+              and a["edge_ptr"].shape == (D + 1,)
+              and all(a[k].shape == (D,) for k in ("level", "reward", "done", "time"))
+              and E == episodes and E >= 1)
+        if not ok:
+            raise DataError(f"{path}: experience-pool arrays disagree in shape")
+        for name, total in (("node_ptr", N), ("edge_ptr", M), ("episode_ptr", D)):
+            ptr = a[name]
+            if ptr[0] != 0 or ptr[-1] != total or (np.diff(ptr) < 0).any():
+                raise DataError(f"{path}: experience-pool offsets {name} are inconsistent")
+        sizes = np.diff(a["node_ptr"])
+        if (a["action_node"] < 0).any() or (a["action_node"] >= sizes).any():
+            raise DataError(f"{path}: experience-pool actions point outside their decision's stages")
+        if (a["level"] < 0).any() or (a["node_job"] < 0).any():
+            raise DataError(f"{path}: experience pool holds negative limit levels or job indices")
+        if M:  # each decision's edges join nodes of that decision (local indices)
+            own = np.repeat(sizes, np.diff(a["edge_ptr"]))  # (M,) node count of each edge's decision
+            if (a["edge_index"] < 0).any() or (a["edge_index"] >= own).any():
+                raise DataError(f"{path}: experience-pool edges point outside their decision's stages")
+        ends = np.zeros(D, dtype=bool)
+        ends[a["episode_ptr"][1:] - 1] = True
+        if not np.array_equal(a["done"].astype(bool), ends):
+            raise DataError(f"{path}: experience-pool done flags do not match the episode offsets")
 
 
 def record_episode(sim, scheduler, jobs, seed: int, limits: list[int]) -> dict[str, Any]:

@@ -20,9 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from mamba4net.core.artifacts import cached
 from mamba4net.core.model import eval_mode
-from mamba4net.core.paths import cache_dir
+from mamba4net.plugins.seqpolicy import cached_pool
 
 from .config import CJSParams
 
@@ -87,16 +86,14 @@ class CJSTask:
         from .pool import ExperiencePool, generate_pool
 
         spec = self._pool_spec(split)
-        folder = Path(self.params.pool_dir).expanduser() if self.params.pool_dir else cache_dir() / "cjs" / "pools"
 
         def make(digest: str):
             return generate_pool(self.params.cluster, self.library, spec["policies"], episodes=spec["episodes"],
                                  jobs=spec["jobs"], seeds=spec["seeds"], limit_levels=self.params.limit_levels,
                                  meta={"split": split, "spec_digest": digest})
 
-        pool = cached(folder, split, spec, load=ExperiencePool.load, make=make,
-                      describe=lambda p: f"{p.num_episodes} episodes, {p.num_decisions} decisions",
-                      what="cjs: experience pool")
+        pool = cached_pool("cjs", self.params.pool_dir, split, spec, load=ExperiencePool.load, make=make,
+                           describe=lambda p: f"{p.num_episodes} episodes, {p.num_decisions} decisions")
         self._pools[split] = pool
         return pool
 

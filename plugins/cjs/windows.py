@@ -51,6 +51,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mamba4net.plugins.seqpolicy import episode_windows, returns_to_go
+
 from .graph import NUM_FEATURES
 
 
@@ -137,14 +139,6 @@ def assemble(samples: list[list[Decision]], window: int, max_stages: int) -> dic
     }
 
 
-def returns_to_go(reward: np.ndarray, episode_ptr: np.ndarray) -> np.ndarray:
-    """Per decision, the sum of its episode's rewards from it on."""
-    out = np.empty(len(reward), dtype=np.float64)
-    for s, e in zip(episode_ptr[:-1], episode_ptr[1:]):
-        out[s:e] = np.cumsum(reward[s:e][::-1], dtype=np.float64)[::-1]
-    return out
-
-
 class PoolWindows:
     """A split of the CJS task for the trainer (``TaskData``): windows over an experience pool."""
 
@@ -155,16 +149,11 @@ class PoolWindows:
         self.x = torch.from_numpy(np.ascontiguousarray(pool.x))
         self.node_job = torch.from_numpy(np.ascontiguousarray(pool.node_job))
         self.edge_index = torch.from_numpy(np.ascontiguousarray(pool.edge_index))
-        self.rtg = (returns_to_go(pool.reward, pool.episode_ptr) / return_scale).astype(np.float32)
+        self.rtg = (returns_to_go(pool.reward, pool.episode_ptr) / return_scale).astype(np.float32)  # (D,)
         np_ptr, e_ptr = pool.node_ptr, pool.edge_ptr
         self.cands = [candidates(pool.mask[np_ptr[d]:np_ptr[d + 1]], pool.node_job[np_ptr[d]:np_ptr[d + 1]], max_stages)
                       for d in range(pool.num_decisions)]
-        starts, ends = [], []
-        for s, e in zip(pool.episode_ptr[:-1], pool.episode_ptr[1:]):
-            for t in range(int(s), int(e), stride):
-                starts.append(t)
-                ends.append(min(t + window, int(e)))
-        self.starts, self.ends = np.asarray(starts), np.asarray(ends)
+        self.starts, self.ends = episode_windows(pool.episode_ptr, window, stride)
         in_cap = [pool.action_node[d] in self.cands[d] for d in range(pool.num_decisions)]
         self.action_coverage = float(np.mean(in_cap)) if in_cap else 1.0
 

@@ -1,0 +1,25 @@
+"""Return-conditioned sequence policies: the machinery a decision task shares (a library plugin).
+
+A task whose teacher and student learn from trajectories of other policies and then act in a
+simulator (NetLLM's recipe: ABR, CJS, or a task of your own) needs the same five things. They are
+here, once, and :mod:`mamba4net.plugins.abr` and :mod:`mamba4net.plugins.cjs` are built on them:
+
+* :mod:`.returns`: returns-to-go of stored episodes, and the return a policy still asks for while
+  it plays (:class:`ReturnToGo`);
+* :mod:`.pool`: experience pools stored without pickle (safetensors arrays + a JSON sidecar, both
+  checked on load; :class:`StoredPool`), cached by their spec (:func:`cached_pool`);
+* :mod:`.windows`: training samples as windows over a pool's episodes (:func:`episode_windows`);
+* :mod:`.policy`: a trained model playing the simulator (:class:`ReturnConditionedPolicy`),
+  streaming (constant work per decision, for a backbone with a recurrent step) or re-encoding its
+  context (any backbone), with the same decisions either way.
+
+The task keeps what is its own: the simulator, what a decision's tokens are and how the head's
+output becomes an action. This package registers no hooks; a task plugin imports it.
+"""
+
+from .policy import ReturnConditionedPolicy
+from .pool import StoredPool, cached_pool
+from .returns import ReturnToGo, returns_to_go
+from .windows import episode_windows
+
+__all__ = ["ReturnConditionedPolicy", "ReturnToGo", "StoredPool", "cached_pool", "episode_windows", "returns_to_go"]
