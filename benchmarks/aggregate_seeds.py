@@ -14,7 +14,7 @@ import json
 import math
 from pathlib import Path
 
-from mamba4net.core.seeds import interval
+from mamba4net.core.stats import mean_interval
 
 
 def main(argv=None) -> int:
@@ -34,7 +34,7 @@ def main(argv=None) -> int:
         for k in keys:
             values = [r["models"][m][k] for r in results if r["models"][m].get(k) is not None]
             if len(values) == len(results):
-                mean, half = interval(values)
+                mean, half = mean_interval(values)
                 row[k] = {"mean": mean, "ci95": half, "values": values}
         n = results[0]["models"][m].get("n_samples")
         if metric in row and n and metric == "accuracy":

@@ -32,7 +32,7 @@ from mamba4net.core.config import validate_data
 from mamba4net.core.io import atomic_write_text, write_json
 from mamba4net.core.pipeline import run_pipeline
 from mamba4net.core.runs import RunDir
-from mamba4net.core.seeds import interval
+from mamba4net.core.stats import mean_interval
 
 
 def student_node(shape: str, base: dict) -> dict:
@@ -80,7 +80,7 @@ def run_arm(source: RunDir, folder: Path, shape: str, seed: int, history: int, r
 
 def mean_ci(values: list[float]) -> tuple[float, float]:
     """Mean and the half-width of the 95% Student-t interval of the mean over seeds (0 for one)."""
-    return interval([float(v) for v in values])
+    return mean_interval([float(v) for v in values])
 
 
 def table(arms: list[dict], history: int) -> str:

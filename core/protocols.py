@@ -91,7 +91,9 @@ class Task(Protocol):
         """Score a predictor on a split. ``predictor`` is either a :class:`NetModel`-like callable
         ``batch -> ModelOutput`` or a fitted baseline of this task. Must contain ``self.metric``.
 
-        Optional: a ``"details"`` entry (any JSON-ready value, e.g. per-sample scores) is kept out
+        Optional: ``"<metric>_ci95"``, the half-width of the 95% interval of the metric's mean over
+        the split's items (``mamba4net.api.mean_interval`` over per-item values), shown beside the
+        metric in the report and ``seeds.md``. A ``"details"`` entry (any JSON-ready value, e.g. per-sample scores) is kept out
         of the scores, saved to ``evaluation_details.json`` and handed, for every model at once,
         to the task's optional ``figures(details: dict[name, value], out_dir) -> [{"title",
         "file"}]``, whose PNGs the report shows."""

@@ -44,7 +44,8 @@ def _scored(results: dict, name: str) -> bool:
 def _metric_cell(results: dict, name: str) -> str:
     scores, metric = results["models"][name], results["metric"]
     if _scored(results, name):
-        return _fmt(scores[metric])
+        half = scores.get(f"{metric}_ci95")
+        return _fmt(scores[metric]) + (f" ± {_fmt(half)}" if _finite(half) and half > 0 else "")
     return "**not finite**" if metric in scores else ""
 
 
@@ -67,7 +68,7 @@ def results_table(results: dict) -> str:
     if not models:
         return "_no models evaluated_\n"
     order = ranked(results)
-    keys = [metric] + sorted({k for m in models.values() for k in m} - {metric})
+    keys = [metric] + sorted({k for m in models.values() for k in m} - {metric, f"{metric}_ci95"})
     lines = ["| model | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for name in order:
         cells = [_metric_cell(results, name)] + [_fmt(models[name].get(k, "")) for k in keys[1:]]
@@ -163,7 +164,8 @@ def plot_training(metrics: list[dict], path: Path) -> bool:
     stages = list(dict.fromkeys(m["stage"] for m in metrics if "loss" in m))
     if not stages:
         return False
-    valid_keys = sorted({k for m in metrics for k in m if k.startswith("valid_") and k != "valid_n_samples"})
+    valid_keys = sorted({k for m in metrics for k in m
+                         if k.startswith("valid_") and k != "valid_n_samples" and not k.endswith("_ci95")})
     rows = 2 if valid_keys else 1
     fig, axes = plt.subplots(rows, len(stages), figsize=(5 * len(stages), 3.2 * rows), squeeze=False)
     for col, stage in enumerate(stages):

@@ -17,6 +17,7 @@ from pathlib import Path
 from mamba4net.core.errors import ConfigError, ResultError
 from mamba4net.core.io import atomic_write_text, read_json, write_json
 from mamba4net.core.pipeline import run_config
+from mamba4net.core.stats import mean_interval
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -33,18 +34,6 @@ def parse_seeds(text: str) -> list[int]:
     return list(dict.fromkeys(seeds))
 
 
-def interval(values: list[float]) -> tuple[float, float]:
-    """(mean, half-width of the 95% Student-t interval of the mean); half-width 0 for one value."""
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, 0.0
-    from scipy import stats
-
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    return mean, float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n))
-
-
 def aggregate(runs: dict[int, Path]) -> dict:
     """The headline metric of every model over the runs ``{seed: run folder}``."""
     results = {seed: read_json(root / "results.json") for seed, root in runs.items()}
@@ -55,8 +44,11 @@ def aggregate(runs: dict[int, Path]) -> dict:
     for model in models:
         per_seed = {seed: r["models"][model].get(metric) for seed, r in results.items()}
         finite = [v for v in per_seed.values() if isinstance(v, (int, float)) and math.isfinite(v)]
-        mean, half = interval(finite) if finite else (float("nan"), float("nan"))
+        mean, half = mean_interval(finite) if finite else (float("nan"), float("nan"))
+        items = [r["models"][model].get(f"{metric}_ci95") for r in results.values()]
+        items = [v for v in items if isinstance(v, (int, float)) and math.isfinite(v)]
         rows[model] = {"mean": mean, "ci95": half, "n": len(finite), "per_seed": per_seed,
+                       "item_ci95": sum(items) / len(items) if items else None,
                        "not_finite": [s for s, v in per_seed.items() if not (isinstance(v, (int, float)) and math.isfinite(v))]}
     order = sorted(rows, key=lambda m: (rows[m]["n"] == 0, -rows[m]["mean"] if higher else rows[m]["mean"]))
     return {"task": first["task"], "metric": metric, "higher_is_better": higher, "seeds": list(runs),
@@ -68,15 +60,17 @@ def seeds_markdown(summary: dict) -> str:
     seeds = summary["seeds"]
     better = "higher" if summary["higher_is_better"] else "lower"
     lines = [f"# {summary['task']}: {summary['metric']} over seeds {', '.join(map(str, seeds))} ({better} is better)\n",
-             f"| model | mean ± 95% interval | n | " + " | ".join(f"seed {s}" for s in seeds) + " |",
-             "|---" * (3 + len(seeds)) + "|"]
+             f"| model | mean ± 95% interval over seeds | n | ± over test items | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+             "|---" * (4 + len(seeds)) + "|"]
     for model, row in summary["models"].items():
         cells = [f"{v:.4g}" if isinstance(v, (int, float)) and math.isfinite(v) else "**not finite**"
                  for v in row["per_seed"].values()]
         head = f"{row['mean']:.4g} ± {row['ci95']:.2g}" if row["n"] else "**not finite**"
-        lines.append(f"| {model} | {head} | {row['n']} | " + " | ".join(cells) + " |")
-    lines.append(f"\nInterval: {summary['interval']} (the spread of retraining; each seed's own run folder "
-                 "has its per-item detail).")
+        items = f"± {row['item_ci95']:.2g}" if row.get("item_ci95") is not None else ""
+        lines.append(f"| {model} | {head} | {row['n']} | {items} | " + " | ".join(cells) + " |")
+    lines.append(f"\nInterval: {summary['interval']} (the spread of retraining). \"± over test items\": the "
+                 "95% interval of one run's mean over the test set's items (traces, windows or jobs), averaged "
+                 "over the seeds (the spread of the test set drawn); each seed's run folder has its detail.")
     return "\n".join(lines) + "\n"
 
 

@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from mamba4net.testing.toy import tiny_pipeline_config
@@ -48,6 +49,8 @@ def test_abr_cli_end_to_end(tmp_path):
     titles = {f["file"] for f in results["figures"]}
     assert titles == {"abr_qoe_cdf.png", "abr_timeline.png"} and all((out / t).exists() for t in titles)
     details = json.loads((out / "evaluation_details.json").read_text())
+    from mamba4net.core.stats import mean_interval  # the interval over test traces, from their own QoE
+    assert results["models"]["bba"]["qoe_ci95"] == pytest.approx(mean_interval(details["bba"]["per_trace_qoe"])[1])
     assert len(details["student"]["per_trace_qoe"]) == 100
     report = (out / "report.md").read_text()
     assert "![QoE per test trace (CDF)](abr_qoe_cdf.png)" in report

@@ -10,6 +10,7 @@ import torch
 from mamba4net.core.errors import DataError
 from mamba4net.core.model import NetModel
 from mamba4net.core.protocols import ModelOutput
+from mamba4net.core.stats import mean_interval
 from mamba4net.plugins.cjs.baselines import RuleBaseline
 from mamba4net.plugins.cjs.config import CJSParams, ClusterParams, PoolParams
 from mamba4net.plugins.cjs.evaluation import episode_jobs, make_sim
@@ -270,6 +271,9 @@ def test_evaluate_rule_baseline_and_tiny_model(tmp_path, tiny_student):
     assert {"makespan_s", "utilisation", "decision_ms"} <= set(fair)
     again = task.evaluate(RuleBaseline("fair"), "test")
     assert again["avg_jct_s"] == fair["avg_jct_s"]  # seeded: same sequences, same draws
+    three = _task(tmp_path, eval_jobs=4).evaluate(RuleBaseline("fair"), "test")  # 4 jobs x 3 episodes
+    assert three["avg_jct_s_ci95"] == pytest.approx(mean_interval(three["details"]["jct_s"])[1])
+    assert three["avg_jct_s_ci95"] > 0 and fair["avg_jct_s_ci95"] >= 0
     torch.manual_seed(0)
     model = _model(tiny_student.d_model, tiny_student, task)
     scores = task.evaluate(model, "valid")

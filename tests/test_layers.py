@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # model, objective, trainer -> context -> stages, evaluation, bench library -> pipeline, bench command -> cli)
 LAYERS = [
     ["errors", "protocols", "io", "seeding", "paths", "progress", "plotting", "hookspecs", "method", "yamlio",
-     "streaming"],
+     "streaming", "stats"],
     ["schema", "config"],
     ["runtime", "kernels", "distributed", "ds_engine", "checkpoint", "runs", "artifacts", "lock", "datasets"],
     ["model", "objective", "trainer", "taps", "outputs"],

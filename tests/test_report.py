@@ -8,7 +8,7 @@ from mamba4net.core.bench.sweep import STUDENT_STEP, TEACHER_KV, TEACHER_REENCOD
 from mamba4net.core.cli import main
 from mamba4net.core.config import validate_data
 from mamba4net.core.pipeline import run_pipeline
-from mamba4net.core.report import comparison_table
+from mamba4net.core.report import comparison_table, results_table
 from mamba4net.core.io import write_json
 
 
@@ -73,6 +73,13 @@ def test_report_embeds_task_figures_that_exist(tmp_path):
     assert main(["report", str(tmp_path)]) == 0
     md = (tmp_path / "report.md").read_text()
     assert "![Error CDF](cdf.png)" in md and "gone.png" not in md
+
+
+def test_the_metric_carries_its_interval_over_test_items():
+    res = _results({})
+    res["models"]["student"]["mse_ci95"] = 0.05
+    table = results_table(res)
+    assert "0.4 ± 0.05" in table and "mse_ci95" not in table  # beside the metric, not a column of its own
 
 
 def test_comparison_table_without_bench():

@@ -9,7 +9,8 @@ import pytest
 
 from mamba4net.core.cli import main
 from mamba4net.core.errors import ConfigError
-from mamba4net.core.seeds import aggregate, interval, parse_seeds, run_seeds
+from mamba4net.core.seeds import aggregate, parse_seeds, run_seeds, seeds_markdown
+from mamba4net.core.stats import mean_interval
 from mamba4net.testing.toy import tiny_pipeline_config, toy_registry
 
 
@@ -23,9 +24,9 @@ def test_parse_seeds():
 
 
 def test_interval_is_student_t():
-    mean, half = interval([1.0, 2.0, 3.0])
+    mean, half = mean_interval([1.0, 2.0, 3.0])
     assert mean == 2.0 and half == pytest.approx(4.302653 * 1.0 / math.sqrt(3), rel=1e-5)
-    assert interval([4.0]) == (4.0, 0.0)
+    assert mean_interval([4.0]) == (4.0, 0.0)
 
 
 def _results(folder, values: dict[str, float]):
@@ -42,6 +43,18 @@ def test_aggregate_orders_models_and_leaves_non_finite_seeds_out(tmp_path):
     assert list(summary["models"]) == ["student", "teacher"]  # in both runs only, best mean first
     assert summary["models"]["student"]["mean"] == 2.0 and summary["models"]["student"]["n"] == 2
     assert summary["models"]["teacher"]["n"] == 1 and summary["models"]["teacher"]["not_finite"] == [1]
+    assert summary["models"]["student"]["item_ci95"] is None  # no run gave an interval over its items
+
+
+def test_aggregate_keeps_the_runs_intervals_over_items(tmp_path):
+    for folder, value, half in (("a", 1.0, 0.2), ("b", 3.0, 0.4)):
+        _results(tmp_path / folder, {"student": value})
+        res = json.loads((tmp_path / folder / "results.json").read_text())
+        res["models"]["student"]["mse_ci95"] = half
+        (tmp_path / folder / "results.json").write_text(json.dumps(res))
+    summary = aggregate({0: tmp_path / "a", 1: tmp_path / "b"})
+    assert summary["models"]["student"]["item_ci95"] == pytest.approx(0.3)
+    assert "± 0.3 |" in seeds_markdown(summary)
 
 
 def test_run_seeds_makes_one_run_per_seed_and_resumes_them(tmp_path):
@@ -53,7 +66,7 @@ def test_run_seeds_makes_one_run_per_seed_and_resumes_them(tmp_path):
     assert student[0] != student[1]  # the seed reached training
     row = summary["models"]["student"]
     assert row["per_seed"] == {0: student[0], 1: student[1]} and row["mean"] == pytest.approx(sum(student) / 2)
-    assert row["ci95"] == pytest.approx(interval(student)[1])
+    assert row["ci95"] == pytest.approx(mean_interval(student)[1])
     assert "seed: 1" in (tmp_path / "s" / "seed-1" / "config.yaml").read_text()
     saved = json.loads((tmp_path / "s" / "seeds.json").read_text())
     assert set(saved["models"]) == {"student", "teacher", "toy_mean"}

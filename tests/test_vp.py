@@ -252,6 +252,7 @@ def test_plugin_builds_a_working_task_encoder_head_and_baselines():
     # an untrained head predicts "stay still": the same score as an all-zero predictor
     zero = task.evaluate(lambda b: ModelOutput(pred=torch.zeros_like(b["target"])), "test")
     assert res["mae_deg"] == pytest.approx(zero["mae_deg"])
+    assert 0 < zero["mae_deg_ci95"] < zero["mae_deg"]  # the interval over the 40 test windows
 
     for name, (f, p, _) in regs["baselines"].items():
         baseline = f(p(), task=task)
@@ -307,3 +308,17 @@ def test_missing_data_dir_is_a_validation_error_naming_the_path(tmp_path):
     assert str(missing) in str(e.value)
     with pytest.raises(ValidationError, match="extra"):
         VPParams(data_dir=str(tmp_path), hiswindow=5)  # a typo is caught too
+
+
+def test_mae_interval_is_over_the_windows_own_errors():
+    from mamba4net.core.stats import mean_interval
+    from mamba4net.plugins.vp.metrics import MAEAccumulator
+
+    acc = MAEAccumulator()
+    true = torch.zeros(5, 2, 3, dtype=torch.float64)
+    pred = torch.arange(5, dtype=torch.float64)[:, None, None].expand(5, 2, 3)  # window i off by i degrees
+    acc.update(pred[:3], true[:3])
+    acc.update(pred[3:], true[3:])
+    res = acc.result()
+    assert res["mae_deg"] == pytest.approx(2.0)
+    assert res["mae_deg_ci95"] == pytest.approx(mean_interval([0.0, 1.0, 2.0, 3.0, 4.0])[1])

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mamba4net.core.model import eval_mode
+from mamba4net.core.stats import mean_interval
 from mamba4net.plugins.seqpolicy import cached_pool
 
 from .config import SPLITS, ABRParams
@@ -193,6 +194,7 @@ class ABRTask:
             policy = self.as_policy(predictor)
             episode = rollout(self.env(split, limit=limit), policy)
             result: dict[str, Any] = dict(summarize(episode))
+            result["qoe_ci95"] = mean_interval(episode.per_trace_qoe)[1]  # over the traces
             if split == "test" and self.params.latency_decisions > 0:
                 result["decision_ms"] = round(self._decision_ms(policy), 4)
         if split == "test":

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from mamba4net.core.model import eval_mode
+from mamba4net.core.stats import mean_interval
 from mamba4net.plugins.seqpolicy import cached_pool
 
 from .config import CJSParams
@@ -157,7 +158,8 @@ class CJSTask:
             r = evaluate_scheduler(sched, p.cluster, split, episodes, num_jobs=p.eval_jobs,
                                    library=self.library, keep_jct=True)
         out: dict[str, Any] = {
-            "avg_jct_s": float(r["avg_jct_s"]), "makespan_s": float(r["makespan_s"]),
+            "avg_jct_s": float(r["avg_jct_s"]), "avg_jct_s_ci95": mean_interval(r["jct_s"])[1],  # over the jobs
+            "makespan_s": float(r["makespan_s"]),
             "utilisation": float(r["utilisation"]), "decision_ms": round(float(r["decision_ms"]), 4),
             "decisions": int(r["decisions"]), "jobs": int(r["jobs"]),
         }

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from mamba4net.core.stats import mean_interval
+
 from .data import ANGLES, to_absolute, wrap_deg
 
 __all__ = ["MAEAccumulator", "angular_error", "mae_deg", "pred_to_absolute"]
@@ -38,6 +40,7 @@ class MAEAccumulator:
         self.sum = torch.zeros(3, dtype=torch.float64)
         self.count = 0  # elements per angle (samples x steps)
         self.n_samples = 0
+        self.per_sample: list[Tensor] = []  # (B,) each: a sample's MAE over its steps and angles
 
     def update(self, pred_deg: Tensor, true_deg: Tensor) -> None:
         if pred_deg.shape != true_deg.shape:
@@ -46,6 +49,7 @@ class MAEAccumulator:
         self.sum += err.reshape(-1, 3).sum(0)
         self.count += err.shape[0] * err.shape[1]
         self.n_samples += err.shape[0]
+        self.per_sample.append(err.mean((1, 2)))
 
     def result(self) -> dict[str, float]:
         if self.count == 0:
@@ -54,4 +58,5 @@ class MAEAccumulator:
         out = {"mae_deg": float(per_angle.mean())}
         out.update({f"mae_{a}": float(v) for a, v in zip(ANGLES, per_angle)})
         out["n_samples"] = self.n_samples
+        out["mae_deg_ci95"] = mean_interval(torch.cat(self.per_sample).tolist())[1]  # over the samples
         return out
