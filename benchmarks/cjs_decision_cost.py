@@ -71,6 +71,7 @@ def split_timer(scheduler, totals: dict[str, float]):
     ``observe`` (the graph features), ``tokens``, ``decoder_build`` (one per episode; the reset at each context block counts in the rest),
     ``backbone`` (the recurrent steps) and ``heads``."""
     from mamba4net.plugins.cjs import policy
+    from mamba4net.plugins.seqpolicy import policy as loop  # where the scheduler builds its decoder
 
     def timed(name, fn):
         def run(*args, **kwargs):
@@ -84,17 +85,19 @@ def split_timer(scheduler, totals: dict[str, float]):
     def decoder_for(*args, **kwargs):
         decoder = timed("decoder_build", make_decoder)(*args, **kwargs)
         decoder.step = timed("backbone", decoder.step)
+        if hasattr(decoder, "step_many"):
+            decoder.step_many = timed("backbone", decoder.step_many)
         return decoder
 
-    observe, make_decoder = policy.observe, policy.decoder_for
-    policy.observe, policy.decoder_for = timed("observe", observe), decoder_for
-    scheduler._tokens = timed("tokens", scheduler._tokens)  # instance attributes shadow the methods
+    observe, make_decoder = policy.observe, loop.decoder_for
+    policy.observe, loop.decoder_for = timed("observe", observe), decoder_for
+    scheduler.decision_tokens = timed("tokens", scheduler.decision_tokens)  # instance attributes shadow the methods
     scheduler.model.head.scores = timed("heads", scheduler.model.head.scores)
     try:
         yield
     finally:
-        policy.observe, policy.decoder_for = observe, make_decoder
-        del scheduler._tokens, scheduler.model.head.scores
+        policy.observe, loop.decoder_for = observe, make_decoder
+        del scheduler.decision_tokens, scheduler.model.head.scores
 
 
 def summary(run: dict) -> dict:

@@ -5,6 +5,9 @@ has one (the hybrid Mamba student's comes from the kernel op ``stream_decoder``)
 wrapper of the ``StreamingBackbone`` protocol's ``init_state``/``step``. Either way:
 
     decoder.step(x)   # x (B, D), one token per stream -> hidden (B, D), the state advanced
+    decoder.step_many(x)  # optional: x (B, T, D), T tokens per stream -> hidden (B, T, D) in one call
+
+``step_tokens(decoder, x)`` calls ``step_many`` where a decoder has it, else ``step`` T times.
     decoder.states()  # the state in the backbone's ``step`` format
     decoder.reset(batch_size, state=None)  # a new stream, same weights (the state, or empty)
 """
@@ -39,6 +42,9 @@ class StepDecoder:
         h, self._state = self.backbone.step(x, self._state)
         return h
 
+    def step_many(self, x: Tensor) -> Tensor:
+        return torch.stack([self.step(x[:, t]) for t in range(x.shape[1])], 1)
+
     def states(self) -> Any:
         return self._state
 
@@ -51,3 +57,12 @@ def decoder_for(backbone, batch_size: int, state: Any = None):
     if not can_stream(backbone):
         raise TypeError(f"{type(backbone).__name__} has no recurrent step (init_state/step)")
     return StepDecoder(backbone, batch_size, state)
+
+
+def step_tokens(decoder, x: Tensor) -> Tensor:
+    """T tokens per stream through ``decoder``: x (B, T, D) -> hidden (B, T, D), with the decoder's
+    ``step_many`` (one call's overhead for all T) where it has one."""
+    many = getattr(decoder, "step_many", None)
+    if callable(many):
+        return many(x)
+    return torch.stack([decoder.step(x[:, t]) for t in range(x.shape[1])], 1)

@@ -7,7 +7,7 @@ import torch
 
 from mamba4net.core.kernels import available_kernels, set_kernel_overrides
 from mamba4net.core.runtime import decision_threads
-from mamba4net.core.streaming import StepDecoder, decoder_for
+from mamba4net.core.streaming import StepDecoder, decoder_for, step_tokens
 from mamba4net.plugins.hybrid_mamba.attention import KVCache
 from mamba4net.plugins.hybrid_mamba.config import HybridMambaParams
 from mamba4net.plugins.hybrid_mamba.decode import FusedDecoder
@@ -61,6 +61,45 @@ def test_fused_decoder_matches_the_reference_step(variant, prefill):
         x = torch.randn(batch, model.d_model)
         torch.testing.assert_close(fused.step(x), ref.step(x), atol=2e-5, rtol=0)
     _assert_states_equal(fused.states(), ref.states(), atol=2e-5)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("prefill", [0, 5])
+def test_step_many_is_that_many_steps(variant, prefill):
+    """T tokens in one call == T reference steps, for runs of 1 to 7 tokens in a row (the conv
+    ring wrapping inside and across calls), interleaved with single steps."""
+    model = _backbone(**VARIANTS[variant])
+    batch = 2
+    state = None
+    with torch.no_grad():
+        if prefill:
+            _, state = model.prefill(torch.randn(batch, prefill, model.d_model))
+    ref, fused = StepDecoder(model, batch, state), FusedDecoder(model, batch, state)
+    for T in (3, 1, 7, 2, 5):
+        x = torch.randn(batch, T, model.d_model)
+        want = torch.stack([ref.step(x[:, t]) for t in range(T)], 1)
+        torch.testing.assert_close(fused.step_many(x), want, atol=3e-5, rtol=0)
+        x = torch.randn(batch, model.d_model)
+        torch.testing.assert_close(fused.step(x), ref.step(x), atol=3e-5, rtol=0)
+    _assert_states_equal(fused.states(), ref.states(), atol=3e-5)
+
+
+def test_step_many_grows_the_kv_cache_within_one_call():
+    model = _backbone()
+    ref, fused = StepDecoder(model, 1), FusedDecoder(model, 1)
+    x = torch.randn(1, 150, model.d_model)  # past the initial capacity of 64, twice, in one call
+    want = torch.stack([ref.step(x[:, t]) for t in range(150)], 1)
+    torch.testing.assert_close(fused.step_many(x), want, atol=5e-5, rtol=0)
+    assert fused.states()[-1].length == 150
+    # the reference decoder's step_many, and step_tokens for a decoder without one
+    ref2, plain = StepDecoder(model, 1), _StepOnly(StepDecoder(model, 1))
+    torch.testing.assert_close(ref2.step_many(x[:, :4]), want[:, :4], atol=0, rtol=0)
+    torch.testing.assert_close(step_tokens(plain, x[:, :4]), want[:, :4], atol=0, rtol=0)
+
+
+class _StepOnly:
+    def __init__(self, decoder):
+        self.step = decoder.step
 
 
 def test_fused_decoder_runs_a_float64_model():

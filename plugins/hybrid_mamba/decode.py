@@ -19,6 +19,11 @@ format):
     the attention layers' KV cache with spare capacity (doubled when full) and a precomputed RoPE
     table.
 
+  ``step_many(x (b, T, D)) -> (b, T, D)`` takes T tokens of every stream in one call, the same
+  as T calls of ``step``: the projections, conv, norms and MLP run once over all T (a decision of
+  several tokens pays a step's overhead once), only the SSM recurrence walks the tokens (three
+  in-place ops each) and the attention's new queries see the cache and each other causally.
+
   A snapshot: it reads the weights when built, so build a new one after the weights change;
   ``reset(batch_size, state=None)`` starts a new stream over the same packed weights (packing
   costs a few milliseconds, a reset a few allocations).
@@ -78,6 +83,9 @@ class _MambaStep:
         self.conv_rot = torch.stack([w[:, [(j - s + self.K - 1) % self.K for j in range(self.K)]]
                                      for s in range(self.K)])  # (K, conv_dim, K)
         self.conv_b = _copy(m.conv1d.bias)
+        # past_slots[s] = the ring slots of the K-1 inputs before the newest one (in slot s), oldest first
+        self.past_slots = torch.tensor([[(s + 1 + k) % self.K for k in range(1, self.K)] for s in range(self.K)],
+                                       dtype=torch.long, device=w.device)
         self.dt_bias, self.A = _copy(m.dt_bias), -torch.exp(m.A_log)
         self.dt_lo, self.dt_hi = m.dt_limit
         self.D = _copy(m.D)  # (h,)
@@ -108,15 +116,44 @@ class _MambaStep:
         if self.dt_lo > 0.0 or self.dt_hi != math.inf:
             dt = dt.clamp(min=self.dt_lo, max=self.dt_hi)
         x = x.view(b, self.h, self.p)
-        hg = self.h // self.g
+        y = self._recur(x, B, C, dt)  # (b, h, p)
+        return self._out(h, z, x, y)
+
+    def many(self, h: Tensor) -> Tensor:
+        """T tokens of every stream at once: h (b, T, D) -> (b, T, D)."""
+        b, T, _ = h.shape
+        z, xbc, dt = _matmul(_rms(h.reshape(b * T, -1), self.eps1), self.w_in, self.b_in).split(self.sizes, dim=-1)
+        past = self.ring.index_select(2, self.past_slots[self.newest])  # (b, C, K-1): the last K-1 inputs, in order
+        window = torch.cat([past, xbc.view(b, T, -1).transpose(1, 2)], dim=2)  # (b, C, K-1+T)
+        self.ring.copy_(window[:, :, -self.K:])  # the ring in order again, newest in slot K-1
+        self.newest = self.K - 1
+        # the causal conv at the T new positions (a depthwise conv1d call costs ~10x more at this size)
+        conv = (window.unfold(2, self.K, 1) * self.conv_rot[self.K - 1][:, None, :]).sum(-1)  # (b, C, T)
+        if self.conv_b is not None:
+            conv = conv + self.conv_b[:, None]
+        x, B, C = F.silu(conv.transpose(1, 2)).split([self.d_inner, self.g * self.n, self.g * self.n], dim=-1)
+        dt = F.softplus(dt.view(b, T, self.h) + self.dt_bias)  # (b, T, h)
+        if self.dt_lo > 0.0 or self.dt_hi != math.inf:
+            dt = dt.clamp(min=self.dt_lo, max=self.dt_hi)
+        x = x.reshape(b, T, self.h, self.p)
+        y = torch.stack([self._recur(x[:, t], B[:, t], C[:, t], dt[:, t]) for t in range(T)], 1)  # (b, T, h, p)
+        return self._out(h.reshape(b * T, -1), z, x.reshape(b * T, self.h, self.p), y.view(b * T, self.h, self.p)).view(b, T, -1)
+
+    def _recur(self, x: Tensor, B: Tensor, C: Tensor, dt: Tensor) -> Tensor:
+        """One token's SSM update, in place, and its readout C h: x (b, h, p) -> (b, h, p)."""
+        b, hg = x.shape[0], self.h // self.g
         ssm = self.ssm.view(b, self.g, hg, self.p, self.n)
         self.ssm.mul_(torch.exp(dt * self.A)[:, :, None, None])  # decay
-        ssm.addcmul_((dt[:, :, None] * x).view(b, self.g, hg, self.p, 1), B.view(b, self.g, 1, 1, self.n))
+        ssm.addcmul_((dt[:, :, None] * x).view(b, self.g, hg, self.p, 1), B.reshape(b, self.g, 1, 1, self.n))
         y = torch.bmm(ssm.view(b * self.g, hg * self.p, self.n), C.reshape(b * self.g, self.n, 1))
-        y = y.view(b, self.h, self.p)  # readout C h
-        y = torch.addcmul(y, self.D[:, None], x).view(b, self.d_inner)  # + D x
-        y = y * F.silu(z)  # gated RMSNorm over groups, its weight folded into out_proj
-        y = _rms(y.view(b, self.g, self.group), self.norm_eps).view(b, self.d_inner)
+        return y.view(b, self.h, self.p)
+
+    def _out(self, h: Tensor, z: Tensor, x: Tensor, y: Tensor) -> Tensor:
+        """D skip, gated RMSNorm (weight folded into out_proj), out_proj, residual, MLP; rows of h."""
+        r = h.shape[0]
+        y = torch.addcmul(y, self.D[:, None], x).view(r, self.d_inner)  # + D x
+        y = y * F.silu(z)
+        y = _rms(y.view(r, self.g, self.group), self.norm_eps).view(r, self.d_inner)
         h = h + _matmul(y, self.w_out, self.b_out)
         return h if self.mlp is None else self.mlp(h)
 
@@ -184,27 +221,36 @@ class _AttentionStep:
         self.k, self.v = self._alloc(self.k, 2 * self.k.shape[2]), self._alloc(self.v, 2 * self.v.shape[2])
         self._tables(self.k.shape[2])
 
-    def _rope(self, x: Tensor) -> Tensor:  # at position t, from the tables
-        cos, sin = self.cos[self.t], self.sin[self.t]
+    def _rope(self, x: Tensor, T: int = 1) -> Tensor:  # at positions t .. t+T-1 (x (..., T, hd)), from the tables
+        cos, sin = self.cos[self.t : self.t + T], self.sin[self.t : self.t + T]
         half = self.hd // 2
         rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
         return torch.addcmul(x * cos, rotated, sin)
 
     def __call__(self, h: Tensor) -> Tensor:
-        b = h.shape[0]
-        if self.t == self.k.shape[2]:
+        return self.many(h[:, None])[:, 0]
+
+    def many(self, h: Tensor) -> Tensor:
+        """T tokens of every stream at once: h (b, T, D) -> (b, T, D)."""
+        b, T, _ = h.shape
+        while self.t + T > self.k.shape[2]:
             self._grow()
-        q, k, v = _matmul(_rms(h, self.eps1), self.w_qkv, self.b_qkv).split(self.sizes, dim=-1)
-        q, k, v = q.view(b, self.H, 1, self.hd), k.view(b, self.KV, self.hd), v.view(b, self.KV, self.hd)
+        rows = h.reshape(b * T, -1)
+        q, k, v = _matmul(_rms(rows, self.eps1), self.w_qkv, self.b_qkv).split(self.sizes, dim=-1)
+        q = q.view(b, T, self.H, self.hd).transpose(1, 2)  # (b, H, T, hd)
+        k, v = k.view(b, T, self.KV, self.hd).transpose(1, 2), v.view(b, T, self.KV, self.hd).transpose(1, 2)
         if self.rotary is not None:
-            q, k = self._rope(q), self._rope(k)
-        self.k[:, :, self.t] = k
-        self.v[:, :, self.t] = v
-        self.t += 1
-        o = F.scaled_dot_product_attention(q, self.k[:, :, : self.t], self.v[:, :, : self.t],
-                                           enable_gqa=self.KV != self.H)  # (b, H, 1, hd)
-        h = h + _matmul(o.view(b, self.H * self.hd), self.w_o, self.b_o)
-        return h if self.mlp is None else self.mlp(h)
+            q, k = self._rope(q, T), self._rope(k, T)
+        end = self.t + T
+        self.k[:, :, self.t : end] = k
+        self.v[:, :, self.t : end] = v
+        # each new query sees the cache and the new keys up to its own position
+        mask = None if T == 1 else torch.ones(T, end, dtype=torch.bool, device=h.device).tril(self.t)
+        self.t = end
+        o = F.scaled_dot_product_attention(q, self.k[:, :, :end], self.v[:, :, :end], attn_mask=mask,
+                                           enable_gqa=self.KV != self.H)  # (b, H, T, hd)
+        rows = rows + _matmul(o.transpose(1, 2).reshape(b * T, self.H * self.hd), self.w_o, self.b_o)
+        return (rows if self.mlp is None else self.mlp(rows)).view(b, T, -1)
 
     def state(self) -> KVCache:
         return KVCache(self.k[:, :, : self.t].clone(), self.v[:, :, : self.t].clone())
@@ -233,6 +279,16 @@ class FusedDecoder:
         h = x
         for layer in self.layers:
             h = layer(h)
+        return _rms(h, self.eps_f) * self.w_f
+
+    @torch.inference_mode()
+    def step_many(self, x: Tensor) -> Tensor:
+        """T tokens per stream, x (b, T, D) -> hidden states (b, T, D): T ``step`` calls in one."""
+        if x.shape[1] == 1:
+            return self.step(x[:, 0])[:, None]  # the single-token path has fewer ops
+        h = x
+        for layer in self.layers:
+            h = layer.many(h)
         return _rms(h, self.eps_f) * self.w_f
 
     def states(self) -> list[Any]:

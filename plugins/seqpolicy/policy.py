@@ -6,10 +6,13 @@ tokens* (what the model sees before it acts) and, once the action is known, an o
 token* the next decision sees. Two ways to decide, chosen by what the backbone can do:
 
 * **streaming** (a backbone with ``init_state``/``step``, e.g. the hybrid Mamba student): the
-  decision tokens go through the backbone's streaming decoder one recurrent step each
+  decision tokens go through the backbone's streaming decoder
   (:func:`mamba4net.core.streaming.decoder_for`: for the student, prepacked weights and state
-  updated in place), the head reads their hidden states, and the action token is stepped in.
-  The history is never re-encoded: work and memory per decision are constant.
+  updated in place), one recurrent step per token, and the head reads their hidden states. The
+  action token is stepped with the next decision's tokens, so each decision is one
+  :func:`~mamba4net.core.streaming.step_tokens` call (one step's overhead, not one per token,
+  where the decoder has ``step_many``). The history is never re-encoded: work and memory per
+  decision are constant.
 * **re-encoding** (any backbone, e.g. the LLM teacher): the model runs over the decisions in
   context and the newest one is read.
 
@@ -33,7 +36,7 @@ import torch
 from torch import Tensor
 
 from mamba4net.core.runtime import decision_threads
-from mamba4net.core.streaming import can_stream, decoder_for
+from mamba4net.core.streaming import can_stream, decoder_for, step_tokens
 
 from .returns import ReturnToGo
 
@@ -66,6 +69,7 @@ class ReturnConditionedPolicy:
         self.n = self.t = 0
         self.history: list[Any] = []
         self.decoder = None
+        self.pending: Tensor | None = None  # an action token not yet stepped (see _stream)
 
     @property
     def target(self) -> float:
@@ -82,6 +86,7 @@ class ReturnConditionedPolicy:
         self.rtg.reset(n)
         self.history = []
         self.decoder = decoder_for(self.model.backbone, n) if self.stream else None
+        self.pending = None
 
     def spend(self, reward) -> None:
         """What each stream earned since its last decision: lowers the return still asked for."""
@@ -100,7 +105,7 @@ class ReturnConditionedPolicy:
         with decision_threads():
             step = self.step_in_context
             if self.context == "blocks" and step == 0 and self.t > 0:
-                self.history = []
+                self.history, self.pending = [], None
                 if self.stream:
                     self.decoder.reset(self.n)
             decision = self.observe_decision(obs, step)
@@ -111,13 +116,16 @@ class ReturnConditionedPolicy:
 
     def _stream(self, decision, step: int):
         tokens, aux = self.decision_tokens(decision)  # (N, k, D)
-        hidden = [self.decoder.step(tokens[:, i].to(self.dtype)) for i in range(tokens.shape[1])]
+        tokens, lead = tokens.to(self.dtype), 0
+        if self.pending is not None:  # the previous action's token goes first, in the same call
+            tokens, lead, self.pending = torch.cat([self.pending[:, None], tokens], 1), 1, None
+        hidden = step_tokens(self.decoder, tokens).unbind(1)[lead:]  # k recurrent steps, one call
         action = self.read(hidden, decision, aux)
         if self.context == "blocks" and step == self.window - 1:
             return action  # the block's last decision: its action token would feed a discarded state
         token = self.action_token(action, decision, aux)
         if token is not None:
-            self.decoder.step(token.to(self.dtype))
+            self.pending = token.to(self.dtype)  # stepped with the next decision's tokens
         return action
 
     def tensor(self, x, dtype=None) -> Tensor:
@@ -134,7 +142,7 @@ class ReturnConditionedPolicy:
         :meth:`action_token` need besides."""
         raise NotImplementedError
 
-    def read(self, hidden: list[Tensor], decision, aux) -> Any:
+    def read(self, hidden: tuple[Tensor, ...], decision, aux) -> Any:
         """The action from the decision tokens' hidden states (k tensors of (N, D))."""
         raise NotImplementedError
 
