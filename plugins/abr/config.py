@@ -33,7 +33,8 @@ class PoolParams(_Strict):
     returns a return-conditioned model sees.
     """
 
-    policies: list[Literal["bba", "robust_mpc", "rate_based"]] = Field(
+    # "pensieve" is the learned baseline (trained in the simulator first, with its default parameters)
+    policies: list[Literal["bba", "robust_mpc", "rate_based", "pensieve"]] = Field(
         default_factory=lambda: ["bba", "robust_mpc", "rate_based"]
     )
     passes: int = Field(2, ge=1)

@@ -35,17 +35,17 @@ POOL_FORMAT = 1
 EVAL_POOL = {"policies": ["bba", "robust_mpc"], "passes": 1, "noise": False, "epsilon": 0.0, "seed": 0}
 
 
-# the rule policies that can fill an experience pool: (factory, parameters); a pool is made with
-# their default parameters, which are part of its cache key
+# the policies that can fill an experience pool: (factory, parameters); a pool is made with their
+# default parameters, which are part of its cache key (pensieve is trained before it plays)
 def _pool_policies() -> dict[str, tuple]:
-    from .baselines.config import BBAParams, RateBasedParams, RobustMPCParams
-    from .plugin import build_bba, build_rate_based, build_robust_mpc
+    from .baselines.config import BBAParams, PensieveParams, RateBasedParams, RobustMPCParams
+    from .plugin import build_bba, build_pensieve, build_rate_based, build_robust_mpc
 
     return {"bba": (build_bba, BBAParams()), "robust_mpc": (build_robust_mpc, RobustMPCParams()),
-            "rate_based": (build_rate_based, RateBasedParams())}
+            "rate_based": (build_rate_based, RateBasedParams()), "pensieve": (build_pensieve, PensieveParams())}
 
 
-def _rule_policy(name: str, task: "ABRTask"):
+def _pool_policy(name: str, task: "ABRTask"):
     build, params = _pool_policies()[name]
     policy = build(params, task=task)
     policy.fit(task)
@@ -131,7 +131,7 @@ class ABRTask:
         spec = self._pool_spec(split)
 
         def make(digest: str):
-            policies = {name: _rule_policy(name, self) for name in spec["policies"]}
+            policies = {name: _pool_policy(name, self) for name in spec["policies"]}
             return generate_pool(lambda seed: self.env(split, noise=spec["noise"], seed=seed), policies,
                                  passes=spec["passes"], epsilon=spec["epsilon"], seed=spec["seed"])
 
