@@ -16,7 +16,7 @@ from mamba4net.plugins.cjs.config import CJSParams, ClusterParams, PoolParams
 from mamba4net.plugins.cjs.evaluation import episode_jobs, make_sim
 from mamba4net.plugins.cjs.graph import JobSetCache, job_set, observe
 from mamba4net.plugins.cjs.policy import SequenceScheduler, can_stream
-from mamba4net.plugins.cjs.pool import ExperiencePool
+from mamba4net.plugins.cjs.pool import ExperiencePool, record_episode
 from mamba4net.plugins.cjs.task import CJSTask
 from mamba4net.plugins.cjs.tokens import CJSKDLoss, CJSPolicyHead, CJSTokenEncoder
 from mamba4net.plugins.cjs.windows import Decision, assemble, candidates
@@ -55,6 +55,23 @@ def test_pool_round_trip_and_cache(tmp_path):
     reused = _task(tmp_path).pool("train")  # a second task finds the cached file
     np.testing.assert_array_equal(reused.reward, pool.reward)
     assert len(list((tmp_path / "pools").iterdir())) == 2
+
+
+def test_a_trained_decima_fills_the_pool_beside_the_rules(tmp_path):
+    from mamba4net.plugins.cjs.config import DecimaParams
+    from mamba4net.plugins.cjs.decima import DecimaBaseline
+
+    decima = DecimaParams(iterations=1, rollouts=2, train_jobs=2, imitate_episodes=1, imitate_steps=2,
+                          valid_every=1, valid_episodes=1, budget_s=600.0)
+    task = _task(tmp_path, pool=PoolParams(policies=["fair", "decima"], episodes=1, jobs=3, decima=decima))
+    pool = task.pool("train")
+    assert pool.policy == ["fair", "decima"] and task._pool_spec("train")["decima"]["iterations"] == 1
+    # the decima episode is the trained scheduler's own: the same JCT when it plays that sequence again
+    again = DecimaBaseline(decima, task.params.cluster)
+    again.fit(task)
+    seq = episode_jobs(task.params.cluster, task.library, pool.seed[1], 3)
+    replay = record_episode(make_sim(task.params.cluster), again, seq, pool.seed[1], task.limits)
+    assert replay["avg_jct_s"] == pytest.approx(pool.avg_jct_s[1])
 
 
 def test_corrupt_pool_files_name_the_file(tmp_path):

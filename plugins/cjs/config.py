@@ -134,7 +134,10 @@ class PoolParams(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
-    policies: list[Literal["fifo", "fair", "srwf"]] = Field(default_factory=lambda: ["fifo", "fair", "srwf"])
+    # "decima": the learned baseline, trained first with ``decima`` (iterations, not wall time, end
+    # its training, so that the pool's spec says what is in it)
+    policies: list[Literal["fifo", "fair", "srwf", "decima"]] = Field(default_factory=lambda: ["fifo", "fair", "srwf"])
+    decima: DecimaParams = Field(default_factory=lambda: DecimaParams(budget_s=86_400.0))
     # sequence seeds are seed * 1000 + i: these bounds keep them below the valid/test seeds
     episodes: int = Field(4, ge=1, le=1000)
     jobs: int = Field(6, ge=1)

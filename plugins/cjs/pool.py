@@ -164,27 +164,26 @@ def record_episode(sim, scheduler, jobs, seed: int, limits: list[int]) -> dict[s
     }
 
 
-def generate_pool(cluster, library, policies: list[str], *, episodes: int, jobs: int, seeds: list[int],
+def generate_pool(cluster, library, schedulers: dict[str, Any], *, episodes: int, jobs: int, seeds: list[int],
                   limit_levels: int, meta: dict | None = None, progress: bool = True) -> ExperiencePool:
-    """Every rule scheduler in ``policies`` plays the sequence of every seed in ``seeds``
-    (``len(seeds) == episodes``; the same jobs, arrival times and duration draws for each)."""
+    """Every scheduler in ``schedulers`` (name -> ``sim -> (stage, limit)``) plays the sequence of
+    every seed in ``seeds`` (``len(seeds) == episodes``; the same jobs, arrival times and duration
+    draws for each)."""
     from .evaluation import episode_jobs, make_sim
-    from .schedulers import RULES
 
     if len(seeds) != episodes:
         raise ValueError(f"{episodes} episodes need {episodes} seeds, got {len(seeds)}")
-    unknown = [p for p in policies if p not in RULES]
-    if unknown or not policies:
-        raise ValueError(f"pool policies must be among {', '.join(RULES)}, got {policies}")
+    if not schedulers:
+        raise ValueError("an experience pool needs at least one scheduler")
     limits = limit_values(cluster.num_executors, limit_levels)
     sim = make_sim(cluster)
     parts: list[dict[str, Any]] = []
     names, used_seeds = [], []
-    bar = progress_bar(total=episodes * len(policies), desc="cjs experience pool", enabled=progress)
+    bar = progress_bar(total=episodes * len(schedulers), desc="cjs experience pool", enabled=progress)
     for seed in seeds:
         seq = episode_jobs(cluster, library, seed, jobs)
-        for name in policies:
-            parts.append(record_episode(sim, RULES[name], seq, seed, limits))
+        for name, scheduler in schedulers.items():
+            parts.append(record_episode(sim, scheduler, seq, seed, limits))
             names.append(name)
             used_seeds.append(seed)
             bar.update(1)
@@ -199,6 +198,6 @@ def generate_pool(cluster, library, policies: list[str], *, episodes: int, jobs:
         episode_ptr=ptr([len(p["action_node"]) for p in parts]),
         policy=names, seed=used_seeds, avg_jct_s=[float(p["avg_jct_s"]) for p in parts],
         jobs=[int(p["jobs"]) for p in parts],
-        meta={"policies": list(policies), "episodes": episodes, "jobs": jobs, "limit_levels": limit_levels,
+        meta={"policies": list(schedulers), "episodes": episodes, "jobs": jobs, "limit_levels": limit_levels,
               "limits": limits, **(meta or {})},
     )

@@ -71,6 +71,8 @@ class CJSTask:
         p = self.params
         if split == "train":
             spec = {"policies": list(p.pool.policies), "episodes": p.pool.episodes, "jobs": p.pool.jobs}
+            if "decima" in p.pool.policies:  # what the learned scheduler was trained with
+                spec["decima"] = p.pool.decima.model_dump()
             seeds = [SPLIT_SEEDS["train"] + p.pool.seed * 1000 + i for i in range(p.pool.episodes)]
         else:
             spec = {**EVAL_POOL, "jobs": p.eval_jobs}
@@ -89,7 +91,8 @@ class CJSTask:
         spec = self._pool_spec(split)
 
         def make(digest: str):
-            return generate_pool(self.params.cluster, self.library, spec["policies"], episodes=spec["episodes"],
+            return generate_pool(self.params.cluster, self.library, self._pool_schedulers(spec["policies"]),
+                                 episodes=spec["episodes"],
                                  jobs=spec["jobs"], seeds=spec["seeds"], limit_levels=self.params.limit_levels,
                                  meta={"split": split, "spec_digest": digest})
 
@@ -97,6 +100,22 @@ class CJSTask:
                            describe=lambda p: f"{p.num_episodes} episodes, {p.num_decisions} decisions")
         self._pools[split] = pool
         return pool
+
+    def _pool_schedulers(self, names: list[str]) -> dict[str, Any]:
+        """name -> scheduler for the pool: the rules as they are, Decima trained first."""
+        from .decima import DecimaBaseline
+        from .schedulers import RULES
+
+        out: dict[str, Any] = {}
+        for name in names:
+            if name == "decima":
+                out[name] = DecimaBaseline(self.params.pool.decima, self.params.cluster)
+                out[name].fit(self)
+            elif name in RULES:
+                out[name] = RULES[name]
+            else:
+                raise ValueError(f"pool policies must be among {', '.join([*RULES, 'decima'])}, got {name!r}")
+        return out
 
     def data(self, split: str):
         if split not in self._data:
