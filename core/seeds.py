@@ -65,7 +65,8 @@ def seeds_markdown(summary: dict) -> str:
     for model, row in summary["models"].items():
         cells = [f"{v:.4g}" if isinstance(v, (int, float)) and math.isfinite(v) else "**not finite**"
                  for v in row["per_seed"].values()]
-        head = f"{row['mean']:.4g} ± {row['ci95']:.2g}" if row["n"] else "**not finite**"
+        half = row["ci95"] if abs(row["ci95"]) > 1e-9 * max(abs(row["mean"]), 1.0) else 0.0  # float noise of equal seeds
+        head = f"{row['mean']:.4g} ± {half:.2g}" if row["n"] else "**not finite**"
         items = f"± {row['item_ci95']:.2g}" if row.get("item_ci95") is not None else ""
         lines.append(f"| {model} | {head} | {row['n']} | {items} | " + " | ".join(cells) + " |")
     lines.append(f"\nInterval: {summary['interval']} (the spread of retraining). \"± over test items\": the "
