@@ -30,13 +30,10 @@ from mamba4net.core.stats import mean_interval
 
 
 def play(task, model, split: str, target: float) -> dict:
-    from mamba4net.plugins.abr.policy import SequencePolicy
     from mamba4net.plugins.abr.rollout import rollout
 
-    p = task.params
-    policy = SequencePolicy(model, window=p.window or 10**9, return_scale=p.return_scale, target_return=target)
     with torch.no_grad(), eval_mode(model):
-        episode = rollout(task.env(split), policy)
+        episode = rollout(task.env(split), task.as_policy(model, target_return=target))
     mean, half = mean_interval(episode.per_trace_qoe)
     return {"qoe": mean, "qoe_ci95": half}
 

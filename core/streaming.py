@@ -5,11 +5,11 @@ has one (the hybrid Mamba student's comes from the kernel op ``stream_decoder``)
 wrapper of the ``StreamingBackbone`` protocol's ``init_state``/``step``. Either way:
 
     decoder.step(x)   # x (B, D), one token per stream -> hidden (B, D), the state advanced
+    decoder.states()  # the state in the backbone's ``step`` format
+    decoder.reset(batch_size, state=None)  # a new stream, same weights (the state, or empty)
     decoder.step_many(x)  # optional: x (B, T, D), T tokens per stream -> hidden (B, T, D) in one call
 
 ``step_tokens(decoder, x)`` calls ``step_many`` where a decoder has it, else ``step`` T times.
-    decoder.states()  # the state in the backbone's ``step`` format
-    decoder.reset(batch_size, state=None)  # a new stream, same weights (the state, or empty)
 """
 
 from __future__ import annotations
@@ -41,9 +41,6 @@ class StepDecoder:
     def step(self, x: Tensor) -> Tensor:
         h, self._state = self.backbone.step(x, self._state)
         return h
-
-    def step_many(self, x: Tensor) -> Tensor:
-        return torch.stack([self.step(x[:, t]) for t in range(x.shape[1])], 1)
 
     def states(self) -> Any:
         return self._state

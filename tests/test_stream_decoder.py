@@ -47,16 +47,20 @@ def _assert_states_equal(got, want, atol: float) -> None:
             torch.testing.assert_close(g.ssm, w.ssm, atol=atol, rtol=0)
 
 
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
-@pytest.mark.parametrize("prefill", [0, 5])
-def test_fused_decoder_matches_the_reference_step(variant, prefill):
+def _decoders(variant: str, prefill: int, batch: int):
+    """A backbone of ``variant`` and its reference and fused decoders, after ``prefill`` tokens."""
     model = _backbone(**VARIANTS[variant])
-    batch = 3
     state = None
     with torch.no_grad():
         if prefill:
             _, state = model.prefill(torch.randn(batch, prefill, model.d_model))
-    ref, fused = StepDecoder(model, batch, state), FusedDecoder(model, batch, state)
+    return model, StepDecoder(model, batch, state), FusedDecoder(model, batch, state)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("prefill", [0, 5])
+def test_fused_decoder_matches_the_reference_step(variant, prefill):
+    model, ref, fused = _decoders(variant, prefill, batch := 3)
     for _ in range(9):  # past the conv ring's wrap-around, several times
         x = torch.randn(batch, model.d_model)
         torch.testing.assert_close(fused.step(x), ref.step(x), atol=2e-5, rtol=0)
@@ -68,13 +72,7 @@ def test_fused_decoder_matches_the_reference_step(variant, prefill):
 def test_step_many_is_that_many_steps(variant, prefill):
     """T tokens in one call == T reference steps, for runs of 1 to 7 tokens in a row (the conv
     ring wrapping inside and across calls), interleaved with single steps."""
-    model = _backbone(**VARIANTS[variant])
-    batch = 2
-    state = None
-    with torch.no_grad():
-        if prefill:
-            _, state = model.prefill(torch.randn(batch, prefill, model.d_model))
-    ref, fused = StepDecoder(model, batch, state), FusedDecoder(model, batch, state)
+    model, ref, fused = _decoders(variant, prefill, batch := 2)
     for T in (3, 1, 7, 2, 5):
         x = torch.randn(batch, T, model.d_model)
         want = torch.stack([ref.step(x[:, t]) for t in range(T)], 1)
@@ -91,15 +89,8 @@ def test_step_many_grows_the_kv_cache_within_one_call():
     want = torch.stack([ref.step(x[:, t]) for t in range(150)], 1)
     torch.testing.assert_close(fused.step_many(x), want, atol=5e-5, rtol=0)
     assert fused.states()[-1].length == 150
-    # the reference decoder's step_many, and step_tokens for a decoder without one
-    ref2, plain = StepDecoder(model, 1), _StepOnly(StepDecoder(model, 1))
-    torch.testing.assert_close(ref2.step_many(x[:, :4]), want[:, :4], atol=0, rtol=0)
-    torch.testing.assert_close(step_tokens(plain, x[:, :4]), want[:, :4], atol=0, rtol=0)
-
-
-class _StepOnly:
-    def __init__(self, decoder):
-        self.step = decoder.step
+    # step_tokens for a decoder without step_many (the reference): T plain steps
+    torch.testing.assert_close(step_tokens(StepDecoder(model, 1), x[:, :4]), want[:, :4], atol=0, rtol=0)
 
 
 def test_fused_decoder_runs_a_float64_model():

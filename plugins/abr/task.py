@@ -174,14 +174,16 @@ class ABRTask:
         return abr_deploy_spec(self, model)
 
     # --- evaluation --------------------------------------------------------------------------
-    def as_policy(self, predictor: Any, mode: str = "auto"):
-        """A baseline is already a policy; a model (encoder -> backbone -> head) is wrapped."""
+    def as_policy(self, predictor: Any, mode: str = "auto", target_return: float | None = None):
+        """A baseline is already a policy; a model (encoder -> backbone -> head) is wrapped, asked
+        for ``target_return`` (default: :attr:`target_return`)."""
         if callable(getattr(predictor, "act", None)):
             return predictor
         from .policy import SequencePolicy
 
+        target = self.target_return if target_return is None else target_return
         return SequencePolicy(predictor, window=self.params.window or 10**9, return_scale=self.params.return_scale,
-                              target_return=self.target_return, mode=mode)
+                              target_return=target, mode=mode)
 
     def evaluate(self, predictor: Any, split: str = "test") -> dict[str, Any]:
         """Mean QoE (first chunk skipped) and its parts over the split's traces, with no delay

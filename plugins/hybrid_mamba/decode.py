@@ -112,9 +112,7 @@ class _MambaStep:
         if self.conv_b is not None:
             xbc = xbc + self.conv_b
         x, B, C = F.silu(xbc).split([self.d_inner, self.g * self.n, self.g * self.n], dim=-1)
-        dt = F.softplus(dt + self.dt_bias)  # (b, h)
-        if self.dt_lo > 0.0 or self.dt_hi != math.inf:
-            dt = dt.clamp(min=self.dt_lo, max=self.dt_hi)
+        dt = self._dt(dt)  # (b, h)
         x = x.view(b, self.h, self.p)
         y = self._recur(x, B, C, dt)  # (b, h, p)
         return self._out(h, z, x, y)
@@ -132,12 +130,17 @@ class _MambaStep:
         if self.conv_b is not None:
             conv = conv + self.conv_b[:, None]
         x, B, C = F.silu(conv.transpose(1, 2)).split([self.d_inner, self.g * self.n, self.g * self.n], dim=-1)
-        dt = F.softplus(dt.view(b, T, self.h) + self.dt_bias)  # (b, T, h)
-        if self.dt_lo > 0.0 or self.dt_hi != math.inf:
-            dt = dt.clamp(min=self.dt_lo, max=self.dt_hi)
+        dt = self._dt(dt.view(b, T, self.h))  # (b, T, h)
         x = x.reshape(b, T, self.h, self.p)
         y = torch.stack([self._recur(x[:, t], B[:, t], C[:, t], dt[:, t]) for t in range(T)], 1)  # (b, T, h, p)
         return self._out(h.reshape(b * T, -1), z, x.reshape(b * T, self.h, self.p), y.view(b * T, self.h, self.p)).view(b, T, -1)
+
+    def _dt(self, dt_raw: Tensor) -> Tensor:
+        """Step sizes: softplus(raw + bias), clamped to ``dt_limit`` when it is set."""
+        dt = F.softplus(dt_raw + self.dt_bias)
+        if self.dt_lo > 0.0 or self.dt_hi != math.inf:
+            dt = dt.clamp(min=self.dt_lo, max=self.dt_hi)
+        return dt
 
     def _recur(self, x: Tensor, B: Tensor, C: Tensor, dt: Tensor) -> Tensor:
         """One token's SSM update, in place, and its readout C h: x (b, h, p) -> (b, h, p)."""

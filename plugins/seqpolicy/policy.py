@@ -71,14 +71,6 @@ class ReturnConditionedPolicy:
         self.decoder = None
         self.pending: Tensor | None = None  # an action token not yet stepped (see _stream)
 
-    @property
-    def target(self) -> float:
-        return self.rtg.target
-
-    @property
-    def scale(self) -> float:
-        return self.rtg.scale
-
     # --- the episode -------------------------------------------------------------------------
     def start_episode(self, n: int) -> None:
         """A new episode of ``n`` parallel streams: the full target asked again, no history."""
@@ -92,18 +84,13 @@ class ReturnConditionedPolicy:
         """What each stream earned since its last decision: lowers the return still asked for."""
         self.rtg.spend(reward)
 
-    @property
-    def step_in_context(self) -> int:
-        """The coming decision's position in its context block (its index in the episode when
-        the context slides)."""
-        return self.t % self.window if self.context == "blocks" else self.t
-
     @torch.no_grad()
     def decide(self, obs) -> Any:
         """One decision for every stream: the action the task's :meth:`read` or :meth:`reencode`
         returns."""
         with decision_threads():
-            step = self.step_in_context
+            # the decision's position in its context block (its index in the episode when sliding)
+            step = self.t % self.window if self.context == "blocks" else self.t
             if self.context == "blocks" and step == 0 and self.t > 0:
                 self.history, self.pending = [], None
                 if self.stream:
