@@ -314,3 +314,15 @@ def test_components_are_registered_and_fit_together(tmp_path, m4n_registry, tiny
     out = NetModel(enc, tiny_student, head)(batch)
     assert torch.isfinite(kd(out, ModelOutput(out.pred.detach() * 2), batch))
     assert torch.isfinite(task.loss(out, batch))
+
+
+def test_valid_jobs_sizes_the_valid_sequences_and_the_asked_return(tmp_path):
+    task = _task(tmp_path, eval_jobs=4, valid_jobs=2, target_return=-40.0)
+    assert (task.jobs("valid"), task.jobs("test"), task.jobs("train")) == (2, 4, 4)
+    assert task.evaluate(RuleBaseline("fair"), "valid")["jobs"] == 2
+    assert task.evaluate(RuleBaseline("fair"), "test")["jobs"] == 4
+    assert task.target_return() == -40.0 and task.target_return(2) == -20.0  # given for eval_jobs jobs
+    assert task.pool("valid").jobs == [2]  # the valid split's windows come from sequences of that size
+    learned = _task(tmp_path, eval_jobs=4, valid_jobs=2)  # from the pool's per-job returns
+    assert learned.target_return(2) == pytest.approx(learned.target_return() / 2)
+    assert _task(tmp_path, eval_jobs=3).jobs("valid") == 3  # default: eval_jobs

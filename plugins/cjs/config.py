@@ -150,8 +150,10 @@ class CJSParams(BaseModel):
     Episodes are small for the CPU: ``eval_jobs`` jobs per sequence arriving at
     ``cluster.job_arrival_rate`` (the task's default rate, 1e-4 per ms, loads the cluster enough for
     fair to beat FIFO on 6-job sequences); ``eval_episodes`` sequences on the evaluated split,
-    ``valid_episodes`` on the valid split during training. ``cluster.job_arrival_cap`` is not used
-    by this task: ``pool.jobs`` and ``eval_jobs`` size its episodes. Limits are the ``limit_levels``
+    ``valid_episodes`` sequences of ``valid_jobs`` jobs (default: ``eval_jobs``) on the valid split
+    during training (fewer jobs keep model selection cheap when the test sequences are long).
+    ``cluster.job_arrival_cap`` is not used by this task: ``pool.jobs``, ``eval_jobs`` and
+    ``valid_jobs`` size its episodes. Limits are the ``limit_levels``
     values N/levels, 2N/levels, ..., N; a rule scheduler's limit is stored as the nearest level.
     """
 
@@ -164,11 +166,12 @@ class CJSParams(BaseModel):
     max_stages: int = Field(16, ge=1)  # K: candidate stage tokens per decision (cap)
     limit_levels: int = Field(10, ge=1)  # parallelism limits N/levels, 2N/levels, ..., N
     return_scale: float = Field(100.0, gt=0)  # return-to-go (job-seconds) is fed divided by this
-    target_return: float | None = None  # None: the target_quantile of the pool's per-job returns
+    target_return: float | None = None  # for eval_jobs jobs; None: the target_quantile of the pool's per-job returns
     target_quantile: float = Field(0.75, ge=0, le=1)
     eval_jobs: int = Field(6, ge=1)
     eval_episodes: int = Field(3, ge=1)
     valid_episodes: int = Field(1, ge=1)
+    valid_jobs: int | None = Field(None, ge=1)  # jobs per valid sequence; None: eval_jobs
 
     @model_validator(mode="after")
     def _stride_fits(self) -> "CJSParams":

@@ -75,7 +75,7 @@ class CJSTask:
                 spec["decima"] = p.pool.decima.model_dump()
             seeds = [SPLIT_SEEDS["train"] + p.pool.seed * 1000 + i for i in range(p.pool.episodes)]
         else:
-            spec = {**EVAL_POOL, "jobs": p.eval_jobs}
+            spec = {**EVAL_POOL, "jobs": self.jobs(split)}
             seeds = [SPLIT_SEEDS[split] + i for i in range(spec["episodes"])]
         cluster = p.cluster.model_dump(exclude={"data_dir"})
         return {"format": POOL_FORMAT, "split": split, **spec, "seeds": seeds, "cluster": cluster,
@@ -126,16 +126,23 @@ class CJSTask:
                                             max_stages=p.max_stages, return_scale=p.return_scale)
         return self._data[split]
 
-    @property
-    def target_return(self) -> float:
-        """The return asked at an episode's first decision (job-seconds, negative):
-        ``target_return``, else the ``target_quantile`` of the training pool's per-job episode
-        returns times ``eval_jobs`` (pool and evaluation episodes may hold different job counts)."""
-        if self.params.target_return is not None:
-            return float(self.params.target_return)
+    def jobs(self, split: str) -> int:
+        """Jobs per evaluated sequence of ``split``: ``valid_jobs`` (else ``eval_jobs``) on valid."""
+        p = self.params
+        return p.valid_jobs if split == "valid" and p.valid_jobs is not None else p.eval_jobs
+
+    def target_return(self, jobs: int | None = None) -> float:
+        """The return asked at the first decision of an episode of ``jobs`` jobs (default
+        ``eval_jobs``), in job-seconds (negative): ``target_return`` (given for ``eval_jobs``
+        jobs, scaled to ``jobs``), else the ``target_quantile`` of the training pool's per-job
+        episode returns times ``jobs`` (pool and evaluated episodes may hold different job counts)."""
+        p = self.params
+        jobs = p.eval_jobs if jobs is None else jobs
+        if p.target_return is not None:
+            return float(p.target_return) * jobs / p.eval_jobs
         pool = self.pool("train")
         per_job = pool.episode_returns() / np.asarray(pool.jobs, dtype=np.float64)
-        return float(np.quantile(per_job, self.params.target_quantile)) * self.params.eval_jobs
+        return float(np.quantile(per_job, p.target_quantile)) * jobs
 
     def loss(self, out: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         from .tokens import policy_loss
@@ -148,21 +155,22 @@ class CJSTask:
         return policy_loss(pred, batch, K)
 
     # --- evaluation --------------------------------------------------------------------------
-    def as_scheduler(self, predictor: Any, mode: str = "auto"):
-        """A baseline is already a scheduler; a model (encoder -> backbone -> head) is wrapped."""
+    def as_scheduler(self, predictor: Any, mode: str = "auto", jobs: int | None = None):
+        """A baseline is already a scheduler; a model (encoder -> backbone -> head) is wrapped,
+        asking for :meth:`target_return` of ``jobs`` jobs (default ``eval_jobs``)."""
         if hasattr(predictor, "backbone") and hasattr(predictor, "encoder"):
             from .policy import SequenceScheduler
 
             p = self.params
             return SequenceScheduler(predictor, window=p.window, max_stages=p.max_stages, limits=self.limits,
-                                     return_scale=p.return_scale, target_return=self.target_return, mode=mode)
+                                     return_scale=p.return_scale, target_return=self.target_return(jobs), mode=mode)
         if callable(predictor):
             return predictor
         raise TypeError(f"cannot schedule with {type(predictor).__name__}: neither a model nor a scheduler")
 
     def evaluate(self, predictor: Any, split: str = "test") -> dict[str, Any]:
         """Average JCT (s) over every job of the split's first ``eval_episodes`` seeded sequences
-        (``valid_episodes`` on valid), makespan, executor utilisation and ``decision_ms`` (mean
+        of ``eval_jobs`` jobs (``valid_episodes`` of :meth:`jobs` on valid), makespan, executor utilisation and ``decision_ms`` (mean
         wall time per scheduling decision, batch 1); off the valid split also ``details`` with
         every job's JCT (for the CDF figure)."""
         from .decima import single_thread
@@ -173,8 +181,8 @@ class CJSTask:
         p = self.params
         episodes = p.valid_episodes if split == "valid" else p.eval_episodes
         with torch.no_grad(), eval_mode(predictor), single_thread():
-            sched = self.as_scheduler(predictor)
-            r = evaluate_scheduler(sched, p.cluster, split, episodes, num_jobs=p.eval_jobs,
+            sched = self.as_scheduler(predictor, jobs=self.jobs(split))
+            r = evaluate_scheduler(sched, p.cluster, split, episodes, num_jobs=self.jobs(split),
                                    library=self.library, keep_jct=True)
         out: dict[str, Any] = {
             "avg_jct_s": float(r["avg_jct_s"]), "avg_jct_s_ci95": mean_interval(r["jct_s"])[1],  # over the jobs
