@@ -23,6 +23,7 @@ from mamba4net.plugins.hybrid_mamba.attention import CausalSelfAttention
 from mamba4net.plugins.hybrid_mamba.config import HybridMambaParams
 from mamba4net.plugins.hybrid_mamba.mixer import Mamba2Mixer, causal_depthwise_conv
 from mamba4net.plugins.hybrid_mamba.model import HybridMambaBackbone
+from mamba4net.plugins.hybrid_mamba.norms import RMSNorm, RMSNormGated
 from mamba4net.plugins.hybrid_mamba.ssd import ssd_scan_chunked, ssd_scan_ref, ssd_step
 
 TORCH_KERNELS = {"ssd_scan": ssd_scan_chunked, "ssd_step": ssd_step}
@@ -432,3 +433,29 @@ def test_materialized_rows_are_the_full_matrix_rows():
     full = mixer.materialize(u)
     for rows in (slice(0, 5), slice(5, 13), slice(12, 13)):
         torch.testing.assert_close(mixer.materialize(u, rows), full[:, :, rows], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("grad", [False, True])
+def test_norms_match_their_formulas(dtype, grad):
+    """The fused paths (torch's rms_norm, in-place gating when nothing records) compute the written
+    formulas: RMSNorm = w x / rms(x); gated = w * norm_per_group(y * silu(z)), groups of 4."""
+    torch.manual_seed(0)
+    x, y, z = (torch.randn(3, 5, 8, dtype=dtype) for _ in range(3))
+    norm, gated = RMSNorm(8, eps=1e-5).to(dtype), RMSNormGated(8, group_size=4, eps=1e-5).to(dtype)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5), gated.weight.uniform_(0.5, 1.5)
+
+    def rms(v):  # over the last dim, in float64
+        return v / torch.sqrt(v.pow(2).mean(-1, keepdim=True) + 1e-5)
+
+    xd, yd, zd = x.double(), y.double(), z.double()
+    want = norm.weight.double() * rms(xd)
+    want_gated = gated.weight.double() * rms((yd * torch.nn.functional.silu(zd)).unflatten(-1, (2, 4))).flatten(-2)
+    with torch.set_grad_enabled(grad):
+        got, got_gated = norm(x), gated(y, z)
+    tol = 2e-2 if dtype == torch.bfloat16 else 1e-5
+    assert got.dtype == dtype and got_gated.dtype == dtype
+    torch.testing.assert_close(got.double(), want, atol=tol, rtol=tol)
+    torch.testing.assert_close(got_gated.double(), want_gated, atol=tol, rtol=tol)
+    assert got_gated.requires_grad == grad  # the weight is a parameter: recorded when grad is on

@@ -44,10 +44,34 @@ class RotaryEmbedding(nn.Module):
         emb = torch.cat([freqs, freqs], dim=-1)  # (t, head_dim)
         return emb.cos().to(dtype), emb.sin().to(dtype)
 
+    def first(self, length: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """``forward(arange(length))``, from a table kept between calls (grown when too short;
+        rebuilt when the dtype or device changes); not part of the state dict."""
+        key = (dtype, self.inv_freq.device, self.inv_freq.dtype)
+        table = getattr(self, "_table", None)
+        if table is None or table[0] != key or table[1].shape[0] < length:
+            cos, sin = self(torch.arange(max(length, 256), device=self.inv_freq.device), dtype)
+            table = self._table = (key, cos, sin)
+        return table[1][:length], table[2][:length]
+
 
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """x (b, heads, t, head_dim), cos/sin (t, head_dim)."""
     return x * cos + _rotate_half(x) * sin
+
+
+def _rotate_time_major(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """:func:`apply_rotary` for x (b, t, heads, head_dim) as the projection lays it out, cos/sin
+    (t, head_dim): with nothing recording for autograd, three fused multiply-adds into one new
+    tensor (no rotated copy of x)."""
+    cos, sin = cos[:, None], sin[:, None]  # (t, 1, hd): broadcast over heads
+    if torch.is_grad_enabled() and x.requires_grad:
+        return x * cos + _rotate_half(x) * sin
+    half = x.shape[-1] // 2
+    out = x * cos
+    out[..., :half].addcmul_(x[..., half:], sin[..., :half], value=-1.0)
+    out[..., half:].addcmul_(x[..., :half], sin[..., half:])
+    return out
 
 
 class CausalSelfAttention(nn.Module):
@@ -73,16 +97,17 @@ class CausalSelfAttention(nn.Module):
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, d_model, bias=bias)
         self.rotary = RotaryEmbedding(self.head_dim, rope_theta) if rope else None
 
-    def _qkv(self, u: Tensor, positions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """u (b, t, d_model) -> q (b, heads, t, hd), k and v (b, kv_heads, t, hd), RoPE applied."""
+    def _qkv(self, u: Tensor, positions: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """u (b, t, d_model) -> q (b, heads, t, hd), k and v (b, kv_heads, t, hd), RoPE applied at
+        ``positions`` (None: 0 .. t - 1)."""
         b, t, _ = u.shape
-        q = self.q_proj(u).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)  # (b, H, t, hd)
-        k = self.k_proj(u).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (b, KV, t, hd)
-        v = self.v_proj(u).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (b, KV, t, hd)
-        if self.rotary is not None:
-            cos, sin = self.rotary(positions, q.dtype)
-            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        return q, k, v
+        q = self.q_proj(u).view(b, t, self.n_heads, self.head_dim)  # (b, t, H, hd)
+        k = self.k_proj(u).view(b, t, self.n_kv_heads, self.head_dim)  # (b, t, KV, hd)
+        v = self.v_proj(u).view(b, t, self.n_kv_heads, self.head_dim)  # (b, t, KV, hd)
+        if self.rotary is not None:  # rotated in the projections' layout, before the transposes
+            cos, sin = self.rotary.first(t, q.dtype) if positions is None else self.rotary(positions, q.dtype)
+            q, k = _rotate_time_major(q, cos, sin), _rotate_time_major(k, cos, sin)
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, causal: bool) -> Tensor:
         b, _, t, _ = q.shape
@@ -93,8 +118,7 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, u: Tensor, *, return_state: bool = False) -> Tensor | tuple[Tensor, KVCache]:
         """u (b, l, d_model) -> (b, l, d_model); with ``return_state`` also the KV cache."""
-        positions = torch.arange(u.shape[1], device=u.device)
-        q, k, v = self._qkv(u, positions)
+        q, k, v = self._qkv(u, None)  # positions 0 .. l - 1
         y = self._attend(q, k, v, causal=True)
         return (y, KVCache(k, v)) if return_state else y
 

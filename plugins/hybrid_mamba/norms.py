@@ -6,6 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+# dtypes whose norms run torch's fused rms_norm (computed in the input dtype: identical arithmetic
+# for these); half precision keeps the explicit float32 upcast below
+_FUSED = (torch.float32, torch.float64)
+
 
 class RMSNorm(nn.Module):
     """``weight * x / rms(x)``, computed in float32 and returned in the input dtype."""
@@ -16,6 +20,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.dtype in _FUSED:  # torch's fused kernel: the same arithmetic in one pass
+            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
         xf = x.float()
         xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * xf.to(x.dtype)
@@ -35,6 +41,12 @@ class RMSNormGated(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, y: Tensor, z: Tensor) -> Tensor:
+        if y.dtype in _FUSED and z.dtype == y.dtype:
+            gated = F.silu(z)  # a fresh tensor: scaled in place unless autograd records this
+            gated = gated.mul_(y) if not torch.is_grad_enabled() else gated * y
+            groups = gated.unflatten(-1, (-1, self.group_size))  # (..., ngroups, group_size)
+            normed = F.rms_norm(groups, (self.group_size,), None, self.eps).flatten(-2)
+            return normed.mul_(self.weight) if not torch.is_grad_enabled() else normed * self.weight
         yf = y.float() * F.silu(z.float())  # (..., dim)
         yg = yf.unflatten(-1, (-1, self.group_size))  # (..., ngroups, group_size)
         yg = yg * torch.rsqrt(yg.pow(2).mean(-1, keepdim=True) + self.eps)
