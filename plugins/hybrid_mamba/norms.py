@@ -11,6 +11,12 @@ from torch import Tensor, nn
 _FUSED = (torch.float32, torch.float64)
 
 
+def _fused(x: Tensor) -> bool:
+    """Whether ``x`` is normed by torch's fused kernel: float32/64, and not while exporting to
+    ONNX (opset 17 has no RMSNormalization; the explicit form exports as plain ops)."""
+    return x.dtype in _FUSED and not torch.onnx.is_in_onnx_export()
+
+
 class RMSNorm(nn.Module):
     """``weight * x / rms(x)``, computed in float32 and returned in the input dtype."""
 
@@ -20,7 +26,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dtype in _FUSED:  # torch's fused kernel: the same arithmetic in one pass
+        if _fused(x):  # torch's fused kernel: the same arithmetic in one pass
             return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
         xf = x.float()
         xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
@@ -41,7 +47,7 @@ class RMSNormGated(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, y: Tensor, z: Tensor) -> Tensor:
-        if y.dtype in _FUSED and z.dtype == y.dtype:
+        if _fused(y) and z.dtype == y.dtype:
             gated = F.silu(z)  # a fresh tensor: scaled in place unless autograd records this
             gated = gated.mul_(y) if not torch.is_grad_enabled() else gated * y
             groups = gated.unflatten(-1, (-1, self.group_size))  # (..., ngroups, group_size)
