@@ -266,7 +266,7 @@ class DecimaBaseline:
     def _valid(self, library: JobLibrary) -> float:
         p = self.params
         return evaluate_scheduler(self, self.cluster, "valid", p.valid_episodes, num_jobs=p.train_jobs,
-                                  library=library)["avg_jct_s"]
+                                  library=library, progress=False)["avg_jct_s"]
 
     def state_dict(self) -> dict[str, Tensor]:
         return self.policy.state_dict()

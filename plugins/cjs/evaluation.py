@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from mamba4net.core.progress import progress_bar
+
 from .config import ClusterParams
 from .jobs import JobLibrary, JobSpec, job_sequence
 from .sim import ClusterSim
@@ -28,8 +30,9 @@ def make_sim(params: ClusterParams) -> ClusterSim:
 
 def evaluate_scheduler(scheduler: Any, params: ClusterParams, split: str = "test", episodes: int = 3,
                        num_jobs: int | None = None, library: JobLibrary | None = None,
-                       keep_jct: bool = False) -> dict[str, Any]:
-    """Run ``scheduler`` on the split's first ``episodes`` seeded sequences.
+                       keep_jct: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Run ``scheduler`` on the split's first ``episodes`` seeded sequences (a progress bar over
+    the completed jobs on a terminal, unless ``progress`` is off).
 
     Returns ``avg_jct_s`` (mean over every job of every episode), the per-episode averages,
     ``makespan_s`` and ``utilisation`` (episode means), ``decision_ms`` (wall time of the
@@ -42,20 +45,26 @@ def evaluate_scheduler(scheduler: Any, params: ClusterParams, split: str = "test
     jct: list[float] = []
     per_ep, makespan, util = [], [], []
     decide_s, decisions = 0.0, 0
+    bar = progress_bar(episodes * (num_jobs or params.job_arrival_cap), f"cjs {split} jobs", enabled=progress)
     for i in range(episodes):
         seed = SPLIT_SEEDS[split] + i
         sim.reset(episode_jobs(params, library, seed, num_jobs), seed=seed)
+        shown = sim.pending_jobs
         while not sim.done:
             t0 = time.perf_counter()
             stage, limit = scheduler(sim)
             decide_s += time.perf_counter() - t0
             decisions += 1
             sim.step(stage, limit)
+            if sim.pending_jobs != shown:
+                bar.update(shown - sim.pending_jobs)
+                shown = sim.pending_jobs
         r = sim.result()
         jct += r.jct_s
         per_ep.append(r.avg_jct_s)
         makespan.append(r.makespan_s)
         util.append(r.utilisation)
+    bar.close()
     out: dict[str, Any] = {
         "avg_jct_s": sum(jct) / len(jct),
         "episode_avg_jct_s": per_ep,

@@ -147,6 +147,11 @@ class ClusterSim:
     def done(self) -> bool:
         return self._pending_jobs == 0
 
+    @property
+    def pending_jobs(self) -> int:
+        """Jobs of the episode not completed yet (arrived or still to arrive)."""
+        return self._pending_jobs
+
     def runnable_stages(self) -> list[Stage]:
         """Stages a scheduler may pick now, ordered by (job arrival, stage index)."""
         return sorted(self._runnable, key=lambda s: (s.job.id, s.spec.index))

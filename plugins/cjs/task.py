@@ -183,7 +183,8 @@ class CJSTask:
         with torch.no_grad(), eval_mode(predictor), single_thread():
             sched = self.as_scheduler(predictor, jobs=self.jobs(split))
             r = evaluate_scheduler(sched, p.cluster, split, episodes, num_jobs=self.jobs(split),
-                                   library=self.library, keep_jct=True)
+                                   library=self.library, keep_jct=True,
+                                   progress=split != "valid")  # valid runs inside training's bar
         out: dict[str, Any] = {
             "avg_jct_s": float(r["avg_jct_s"]), "avg_jct_s_ci95": mean_interval(r["jct_s"])[1],  # over the jobs
             "makespan_s": float(r["makespan_s"]),
