@@ -438,8 +438,8 @@ def test_materialized_rows_are_the_full_matrix_rows():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 @pytest.mark.parametrize("grad", [False, True])
 def test_norms_match_their_formulas(dtype, grad):
-    """The fused paths (torch's rms_norm, in-place gating when nothing records) compute the written
-    formulas: RMSNorm = w x / rms(x); gated = w * norm_per_group(y * silu(z)), groups of 4."""
+    """The fast paths (vector_norm's sum of squares, in place when nothing records) compute the
+    written formulas: RMSNorm = w x / rms(x); gated = w * norm_per_group(y * silu(z)), groups of 4."""
     torch.manual_seed(0)
     x, y, z = (torch.randn(3, 5, 8, dtype=dtype) for _ in range(3))
     norm, gated = RMSNorm(8, eps=1e-5).to(dtype), RMSNormGated(8, group_size=4, eps=1e-5).to(dtype)
@@ -459,3 +459,21 @@ def test_norms_match_their_formulas(dtype, grad):
     torch.testing.assert_close(got.double(), want, atol=tol, rtol=tol)
     torch.testing.assert_close(got_gated.double(), want_gated, atol=tol, rtol=tol)
     assert got_gated.requires_grad == grad  # the weight is a parameter: recorded when grad is on
+
+
+def test_norm_gradients_match_finite_differences():
+    """The fast path's backward (vector_norm, in-place scaling of fresh tensors) is exact: gradcheck
+    in float64 through input, gate and weight, including an all-zero row (rms = sqrt(eps))."""
+    torch.manual_seed(0)
+    norm = RMSNorm(6, eps=1e-5).double()
+    gated = RMSNormGated(6, group_size=3, eps=1e-5).double()
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5), gated.weight.uniform_(0.5, 1.5)
+    x, y, z = (torch.randn(2, 3, 6, dtype=torch.double) for _ in range(3))
+    x[0, 0] = 0.0
+    for t in (x, y, z):
+        t.requires_grad_(True)
+    assert torch.autograd.gradcheck(norm, (x,))
+    assert torch.autograd.gradcheck(gated, (y, z))
+    w = norm.weight.detach().clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda w: torch.func.functional_call(norm, {"weight": w}, (x,)), (w,))
