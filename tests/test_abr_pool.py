@@ -84,3 +84,21 @@ def test_task_reuses_a_saved_pool(tmp_path, monkeypatch):
     other = ABRTask(ABRParams(pool_dir=str(tmp_path), pool={"policies": ["bba"], "passes": 1, "seed": 9}))
     with pytest.raises(AssertionError, match="generated again"):
         other.pool("train")
+
+
+def test_best_per_trace_trains_on_each_traces_best_episodes(tmp_path):
+    spec = {"policies": ["bba", "rate_based"], "passes": 1}
+    full = ABRTask(ABRParams(pool_dir=str(tmp_path), pool=spec))
+    best = ABRTask(ABRParams(pool_dir=str(tmp_path), pool=spec, best_per_trace=1))
+    pool = full.pool("train")
+    returns, traces = pool.episode_returns(), np.asarray(pool.trace)
+    keep = best.kept_episodes("train")
+    assert len(keep) == len(set(traces)) and len(full.kept_episodes("train")) == len(pool)
+    for i in keep:  # each kept episode is its trace's best
+        assert returns[i] == returns[traces == traces[i]].max()
+    assert len(best.data("train")) < len(full.data("train"))
+    assert np.array_equal(best.data("train").actions.numpy(), pool.actions[keep])
+    # the target quantile is taken over the episodes trained on
+    assert best.target_return == pytest.approx(float(np.quantile(returns[keep], 0.5)))
+    assert best.target_return >= full.target_return
+    assert len(best.kept_episodes("valid")) == len(best.pool("valid"))  # valid is never filtered

@@ -15,8 +15,8 @@ from torch import Tensor, nn
 from mamba4net.core.errors import DataError
 from mamba4net.core.io import read_json, write_json
 from mamba4net.core.model import NetModel
-from mamba4net.plugins.seqpolicy import (ReturnConditionedPolicy, ReturnToGo, StoredPool, cached_pool,
-                                         episode_windows, returns_to_go)
+from mamba4net.plugins.seqpolicy import (ReturnConditionedPolicy, ReturnToGo, StoredPool, best_per_group,
+                                         cached_pool, episode_windows, returns_to_go)
 
 
 # --- returns ---------------------------------------------------------------------------------
@@ -43,6 +43,18 @@ def test_return_to_go_starts_at_the_target_and_drops_by_each_reward():
         seen.append(float(rtg.value[0]))
         rtg.spend([r])
     np.testing.assert_allclose(seen, (10.0 - np.concatenate([[0], np.cumsum(rewards)[:-1]])) / 2.0)
+
+
+def test_best_per_group_keeps_the_top_k_of_each_group():
+    returns = np.array([3.0, 1.0, 5.0, 2.0, 2.0, -1.0, 0.0])
+    groups = np.array(["a", "a", "b", "b", "b", "a", "c"])
+    assert best_per_group(returns, groups, 1).tolist() == [0, 2, 6]
+    assert best_per_group(returns, groups, 2).tolist() == [0, 1, 2, 3, 6]  # b's tie: the earlier one
+    assert best_per_group(returns, groups, 9).tolist() == list(range(7))
+    with pytest.raises(ValueError, match="same 1-D shape"):
+        best_per_group(returns, groups[:3], 1)
+    with pytest.raises(ValueError, match="at least 1"):
+        best_per_group(returns, groups, 0)
 
 
 # --- windows ---------------------------------------------------------------------------------

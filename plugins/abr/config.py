@@ -62,6 +62,10 @@ class ABRParams(_Strict):
     # the training pool's episode returns (0.5: the median episode; 1.0: the best, as NetLLM)
     target_return: float | None = None
     target_quantile: float = Field(0.5, ge=0, le=1)
+    # filtered imitation: train on only the k best-returning episodes of each training trace (of
+    # all the pool's policies and passes); the target quantile is then taken over those episodes.
+    # None: every episode of the pool
+    best_per_trace: int | None = Field(None, ge=1)
     pool: PoolParams = Field(default_factory=PoolParams)
     pool_dir: str | None = None  # None: <cache>/abr/pools; a pool is reused across runs
     valid_traces: int | None = Field(None, ge=1)  # cap (evenly spaced) to keep validation cheap

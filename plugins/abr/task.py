@@ -24,7 +24,7 @@ from torch import Tensor
 
 from mamba4net.core.model import eval_mode
 from mamba4net.core.stats import mean_interval
-from mamba4net.plugins.seqpolicy import cached_pool
+from mamba4net.plugins.seqpolicy import best_per_group, cached_pool
 
 from .config import SPLITS, ABRParams
 from .data import PoolWindows
@@ -140,11 +140,20 @@ class ABRTask:
         self._pools[split] = pool
         return pool
 
+    def kept_episodes(self, split: str = "train") -> np.ndarray:
+        """Indices of the pool episodes ``split`` trains on: every one, or with ``best_per_trace``
+        only the best-returning k of each training trace (filtered imitation)."""
+        pool = self.pool(split)
+        k = self.params.best_per_trace
+        if split != "train" or k is None:
+            return np.arange(len(pool))
+        return best_per_group(pool.episode_returns(), np.asarray(pool.trace), k)
+
     def data(self, split: str) -> PoolWindows:
         if split not in self._data:
-            pool = self.pool(split)
+            pool, keep = self.pool(split), self.kept_episodes(split)
             self._data[split] = PoolWindows(
-                np.asarray(pool.states), np.asarray(pool.actions), np.asarray(pool.rewards),
+                np.asarray(pool.states)[keep], np.asarray(pool.actions)[keep], np.asarray(pool.rewards)[keep],
                 window=self.params.window, return_scale=self.params.return_scale,
             )
         return self._data[split]
@@ -152,12 +161,13 @@ class ABRTask:
     @property
     def target_return(self) -> float:
         """The return asked of a sequence policy at its first decision: ``target_return``, or else
-        the ``target_quantile`` of the training pool's episode returns. (NetLLM asks for the pool's
-        best return; on FCC traces that return is only reachable on the fastest links, and asking
-        it on a slow one drives the policy to stall: see ``docs/abr.md``.)"""
+        the ``target_quantile`` of the returns of the training episodes (:meth:`kept_episodes`).
+        (NetLLM asks for the pool's best return; on FCC traces that return is only reachable on the
+        fastest links, and asking it on a slow one drives the policy to stall: see ``docs/abr.md``.)"""
         if self.params.target_return is not None:
             return float(self.params.target_return)
-        return float(np.quantile(self.pool("train").episode_returns(), self.params.target_quantile))
+        returns = self.pool("train").episode_returns()[self.kept_episodes("train")]
+        return float(np.quantile(returns, self.params.target_quantile))
 
     def loss(self, out: Any, batch: dict[str, Tensor]) -> Tensor:
         """The RL loss of return-conditioned sequence modelling: cross-entropy on the actions."""

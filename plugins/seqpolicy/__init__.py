@@ -4,7 +4,8 @@ A task whose teacher and student learn from trajectories of other policies and t
 simulator (NetLLM's recipe: ABR, CJS, or a task of your own) needs the same five things. They are
 here, once, and :mod:`mamba4net.plugins.abr` and :mod:`mamba4net.plugins.cjs` are built on them:
 
-* :mod:`.returns`: returns-to-go of stored episodes, and the return a policy still asks for while
+* :mod:`.returns`: returns-to-go of stored episodes, the best episodes of each trace
+  (:func:`best_per_group`, for filtered imitation), and the return a policy still asks for while
   it plays (:class:`ReturnToGo`);
 * :mod:`.pool`: experience pools stored without pickle (safetensors arrays + a JSON sidecar, both
   checked on load; :class:`StoredPool`), cached by their spec (:func:`cached_pool`);
@@ -19,7 +20,7 @@ output becomes an action. This package registers no hooks; a task plugin imports
 
 from .policy import ReturnConditionedPolicy
 from .pool import StoredPool, cached_pool
-from .returns import ReturnToGo, returns_to_go
+from .returns import ReturnToGo, best_per_group, returns_to_go
 from .windows import episode_windows
 
-__all__ = ["ReturnConditionedPolicy", "ReturnToGo", "StoredPool", "cached_pool", "episode_windows", "returns_to_go"]
+__all__ = ["ReturnConditionedPolicy", "ReturnToGo", "StoredPool", "best_per_group", "cached_pool", "episode_windows", "returns_to_go"]

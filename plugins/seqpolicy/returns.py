@@ -24,6 +24,21 @@ def returns_to_go(rewards: np.ndarray, episode_ptr: np.ndarray | None = None) ->
     return out
 
 
+def best_per_group(returns, groups, k: int) -> np.ndarray:
+    """Indices of the ``k`` highest-returning episodes of each group (e.g. each trace), in
+    ascending order: the episodes a filtered imitation keeps. Ties go to the earlier episode."""
+    returns, groups = np.asarray(returns, dtype=np.float64), np.asarray(groups)
+    if returns.shape != groups.shape or returns.ndim != 1:
+        raise ValueError(f"returns {returns.shape} and groups {groups.shape} must be the same 1-D shape")
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    keep = []
+    for g in np.unique(groups):
+        idx = np.flatnonzero(groups == g)
+        keep.extend(idx[np.argsort(-returns[idx], kind="stable")[:k]])
+    return np.sort(np.asarray(keep, dtype=np.int64))
+
+
 class ReturnToGo:
     """The return each of ``n`` streams still asks for, in model units (divided by ``scale``).
 
