@@ -263,7 +263,9 @@ class Trainer:
         start = self._resume() if resume else 0
         self.module.train()
         last: dict[str, float] = {}
-        bar = progress_bar(total=self.p.steps, initial=start, desc=self.stage, enabled=self.progress)
+        # without a terminal the loop logs its own lines (step, loss), so the bar logs none
+        bar = progress_bar(total=self.p.steps, initial=start, desc=self.stage, enabled=self.progress,
+                           log_lines=False)
         t0 = time.perf_counter()
         for step in range(start, self.p.steps):
             torch.manual_seed(stream_seed(self.seed, self.stage, step, 1))
