@@ -55,6 +55,7 @@ _LAZY = {
     # running pipelines and finding components (notebooks, a plugin's own tests)
     "run_config": "mamba4net.core.pipeline",
     "evaluate_run": "mamba4net.core.pipeline",
+    "open_run": "mamba4net.core.pipeline",
     "default_registry": "mamba4net.registry.manager",
     # files a plugin writes and reads back (checked: sha256 recorded and verified)
     "save_arrays": "mamba4net.core.artifacts",

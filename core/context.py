@@ -121,6 +121,15 @@ class RunContext:
         done = [s.name for s in self.method.writers(role) if not (self.finished(s.name) or {"skipped": 1}).get("skipped")]
         return done[-1] if done else None
 
+    def weights_digest(self, role: str) -> str | None:
+        """The sha256 of ``role``'s weights as the run holds them: the file of the latest finished
+        stage that wrote it (None: as built, or a stage finished before checksums)."""
+        stage = self.weights_from(role)
+        if stage is None:
+            return None
+        ckpt = self.checkpoints(stage)
+        return ckpt.checksum(self._weights_file(ckpt, ckpt.done(), self.method.stage(stage), role))
+
     def deployed(self, kind: str | None = None) -> list:
         """The method's deployed roles (of ``kind``) that this run produced: a role every one of
         whose writing stages finished with ``{"skipped": ...}`` (an early stop) is left out."""

@@ -118,6 +118,25 @@ def run_config(config: str | Path | dict, out: str | Path, overrides: list[str] 
     return read_json(run.results_path)
 
 
+def open_run(run_root: str | Path, role: str | None = None, registry=None) -> RunContext:
+    """A finished run to read from: its task and ``model(role)`` with the weights its stages wrote
+    (every weights file verified first). Nothing is written and the runtime (threads, device) is
+    left as it is. ``role``: also check that the run's method declares it. One-line errors."""
+    from mamba4net.registry import default_registry
+
+    registry = registry or default_registry()
+    run = RunDir(run_root)
+    if not run.config_path.exists():
+        raise Mamba4netError(f"{run.root}: not a run directory (no config.yaml)")
+    loaded = load_config(run.config_path, registry=registry)
+    ctx = RunContext(loaded, registry, run=run, out=run)
+    if role is not None and role not in [r.name for r in loaded.method.roles]:
+        raise ConfigError(f"{run.root}: its method '{loaded.method.name}' has no role '{role}'; roles: "
+                          f"{', '.join(r.name for r in loaded.method.roles)}")
+    ctx.require_finished(loaded.method.stage_names)
+    return ctx
+
+
 def evaluate_run(run_root: str | Path, overrides: list[str] | None = None, registry=None,
                  bench: bool | None = None) -> RunDir:
     """Re-evaluate a finished run's deployed models and baselines without training.

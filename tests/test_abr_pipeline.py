@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 import yaml
 
 from mamba4net.testing.toy import tiny_pipeline_config
@@ -62,3 +63,43 @@ def test_abr_cli_end_to_end(tmp_path):
     from export_checks import check_abr_export
 
     check_abr_export(out, details["student"]["per_trace_qoe"])
+    check_pool_from_run(tmp_path, out)
+
+
+def check_pool_from_run(tmp_path, out):
+    """Self-improvement across runs (``task.pool.runs``): a finished run's student plays the
+    training traces into another run's pool, asked for its own run's target; cached by its weights."""
+    import numpy as np
+
+    from mamba4net.core.errors import ConfigError
+    from mamba4net.core.pipeline import open_run
+    from mamba4net.plugins.abr import pool as pool_mod
+    from mamba4net.plugins.abr.config import ABRParams
+    from mamba4net.plugins.abr.rollout import rollout
+    from mamba4net.plugins.abr.task import ABRTask
+
+    spec, pools = {"policies": ["bba"], "passes": 1}, str(tmp_path / "pools")
+    base = ABRTask(ABRParams(pool_dir=pools, pool=spec)).pool("train")
+    task = ABRTask(ABRParams(pool_dir=pools, pool={**spec, "runs": [{"dir": str(out)}]}, best_per_trace=1))
+    pool, n = task.pool("train"), len(base)
+    assert len(pool) == 2 * n and pool.trace == base.trace * 2 and pool.policy[n:] == [f"student:{out}"] * n
+    assert np.array_equal(pool.actions[:n], base.actions)
+    run = open_run(out, "student")
+    with torch.no_grad():  # the same episodes as the student playing the first pass's traces itself
+        played = rollout(task.env("train", noise=True, seed=1000), run.task.as_policy(run.model("student")))
+    assert np.allclose(pool.rewards[n:], played.reward[:, 1:], atol=1e-5)
+    assert len(task.kept_episodes("train")) == n  # the filter picks per trace from both
+    # made once: a new task loads the run's episodes from the pool folder
+    def fail(*a, **k):
+        raise AssertionError("generated again")
+
+    saved, pool_mod.generate_pool = pool_mod.generate_pool, fail
+    try:
+        again = ABRTask(ABRParams(pool_dir=pools, pool={**spec, "runs": [{"dir": str(out)}]})).pool("train")
+    finally:
+        pool_mod.generate_pool = saved
+    assert np.array_equal(again.actions, pool.actions)
+    with pytest.raises(ValueError, match="not a run directory"):
+        ABRParams(pool={"runs": [{"dir": str(tmp_path / "pools")}]})
+    with pytest.raises(ConfigError, match="has no role 'critic'"):
+        ABRTask(ABRParams(pool_dir=pools, pool={**spec, "runs": [{"dir": str(out), "role": "critic"}]})).pool("train")

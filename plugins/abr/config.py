@@ -23,6 +23,24 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class PoolRun(_Strict):
+    """A finished run whose trained policy plays the training traces beside the pool's policies:
+    self-improvement across runs (a run's policy adds its episodes to the next run's pool, and
+    ``best_per_trace`` keeps them where they beat the rest). The policy is asked for the return
+    its own run asks for. Its passes are plain (no epsilon: a sequence policy's context would no
+    longer match what was played), each with the pool's noise and pass seeds."""
+
+    dir: str  # the run's folder (its config.yaml and finished stages)
+    role: str = "student"
+    passes: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "PoolRun":
+        if not (Path(self.dir).expanduser() / "config.yaml").is_file():
+            raise ValueError(f"pool.runs: {self.dir} is not a run directory (no config.yaml)")
+        return self
+
+
 class PoolParams(_Strict):
     """The experience pool the sequence policies learn from (NetLLM: trajectories of baselines).
 
@@ -41,6 +59,7 @@ class PoolParams(_Strict):
     noise: bool = True  # x U(0.9, 1.1) delay noise while collecting (off for evaluation)
     epsilon: float = Field(0.0, ge=0, le=1)
     seed: int = 1
+    runs: list[PoolRun] = Field(default_factory=list)  # finished runs whose policies play too
 
 
 class ABRParams(_Strict):

@@ -100,12 +100,18 @@ class ABRTask:
 
     # --- experience pool and training data ---------------------------------------------------
     def _pool_spec(self, split: str) -> dict[str, Any]:
-        spec = self.params.pool.model_dump() if split == "train" else dict(EVAL_POOL)
-        traces, _ = self.traces(split)
+        # the runs' episodes are pools of their own (_run_pool): the baselines' pool is shared
+        spec = self.params.pool.model_dump(exclude={"runs"}) if split == "train" else dict(EVAL_POOL)
         table = _pool_policies()
         return {
             "format": POOL_FORMAT, "split": split, **spec,
             "policy_params": {name: table[name][1].model_dump() for name in spec["policies"]},
+            **self._traces_key(split),
+        }
+
+    def _traces_key(self, split: str) -> dict[str, Any]:
+        traces, _ = self.traces(split)
+        return {
             "valid_fraction": self.params.valid_fraction, "split_seed": self.params.split_seed,
             "traces": sorted(t.name for t in traces),
             # another video's pool is another pool (its name and its sizes); video1's key is
@@ -137,8 +143,33 @@ class ABRTask:
 
         pool = cached_pool("abr", self.params.pool_dir, split, spec, load=ExperiencePool.load, make=make,
                            describe=lambda p: f"{len(p.actions)} episodes")
+        if split == "train" and self.params.pool.runs:
+            pool = ExperiencePool.concat([pool, *(self._run_pool(source) for source in self.params.pool.runs)])
         self._pools[split] = pool
         return pool
+
+    def _run_pool(self, source) -> Any:
+        """The training traces played by a finished run's policy (``pool.runs``), asked for the
+        return its own run asks for; cached by that policy's weights and target."""
+        from mamba4net.core.pipeline import open_run
+
+        from .pool import ExperiencePool, generate_pool
+
+        run = open_run(source.dir, source.role)
+        label = f"{source.role}:{source.dir}"
+        p = self.params.pool
+        spec = {"format": POOL_FORMAT, "split": "train", "run_role": source.role,
+                "run_weights_sha256": run.weights_digest(source.role), "run_target_return": run.task.target_return,
+                "passes": source.passes, "noise": p.noise, "seed": p.seed, **self._traces_key("train")}
+
+        def make(digest: str):
+            model = run.model(source.role)
+            with torch.no_grad(), eval_mode(model):
+                return generate_pool(lambda seed: self.env("train", noise=p.noise, seed=seed),
+                                     {label: run.task.as_policy(model)}, passes=source.passes, seed=p.seed)
+
+        return cached_pool("abr", self.params.pool_dir, "train", spec, load=ExperiencePool.load, make=make,
+                           describe=lambda pool: f"{len(pool)} episodes of {label}")
 
     def kept_episodes(self, split: str = "train") -> np.ndarray:
         """Indices of the pool episodes ``split`` trains on: every one, or with ``best_per_trace``
