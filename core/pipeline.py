@@ -120,12 +120,12 @@ def run_config(config: str | Path | dict, out: str | Path, overrides: list[str] 
 
 def open_run(run_root: str | Path, role: str | None = None, registry=None) -> RunContext:
     """A finished run to read from: its task and ``model(role)`` with the weights its stages wrote
-    (every weights file verified first). Nothing is written and the runtime (threads, device) is
+    (every weights file verified first). No file is written and the runtime (threads, device) is
     left as it is. ``role``: also check that the run's method declares it. One-line errors."""
     from mamba4net.registry import default_registry
 
     registry = registry or default_registry()
-    run = RunDir(run_root)
+    run = RunDir(Path(run_root).expanduser())
     if not run.config_path.exists():
         raise Mamba4netError(f"{run.root}: not a run directory (no config.yaml)")
     loaded = load_config(run.config_path, registry=registry)

@@ -18,7 +18,7 @@ def progress_bar(total: int, desc: str, initial: int = 0, enabled: bool = True, 
     """A bar over ``total`` steps. ``log_lines=False``: no log lines without a terminal either (for a
     caller that logs its own)."""
     if enabled and not sys.stderr.isatty() and log_lines:
-        return LoggedProgress(total, desc, initial)
+        return LoggedProgress(total, desc, initial, unit=extra.get("unit", ""))
     return tqdm(total=total, initial=initial, desc=desc, disable=not (enabled and sys.stderr.isatty()),
                 dynamic_ncols=True, leave=False, **extra)
 
@@ -36,8 +36,9 @@ class LoggedProgress:
 
     disable = True  # no bar is drawn (a caller that logs its own lines checks this)
 
-    def __init__(self, total: int, desc: str, initial: int = 0, every_s: float = LOG_EVERY_S):
+    def __init__(self, total: int, desc: str, initial: int = 0, every_s: float = LOG_EVERY_S, unit: str = ""):
         self.total, self.desc, self.n, self.every_s = total, desc, initial, every_s
+        self.scale, self.unit = (2**20, " MiB") if unit == "B" else (1, "")
         self.start_n, self.postfix, self.logged = initial, "", False
         self.t0 = self.last = time.monotonic()
 
@@ -52,9 +53,14 @@ class LoggedProgress:
         elapsed, done = now - self.t0, self.n - self.start_n
         left = f", about {_duration(elapsed / done * (self.total - self.n))} left" if done > 0 and self.total else ""
         share = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
-        log.info("%s: %d/%d%s, %s elapsed%s%s", self.desc, self.n, self.total, share, _duration(elapsed), left,
+        log.info("%s: %s%s, %s elapsed%s%s", self.desc, self._count(), share, _duration(elapsed), left,
                  f" [{self.postfix}]" if self.postfix else "")
         self.logged = True
+
+    def _count(self) -> str:
+        if self.scale == 1:
+            return f"{self.n}/{self.total}{self.unit}"
+        return f"{self.n / self.scale:.0f}/{self.total / self.scale:.0f}{self.unit}"
 
     def set_postfix(self, **values) -> None:
         self.postfix = ", ".join(f"{k}={v}" for k, v in values.items())
@@ -64,7 +70,7 @@ class LoggedProgress:
 
     def close(self) -> None:
         if self.logged:
-            log.info("%s: %d/%d done in %s", self.desc, self.n, self.total, _duration(time.monotonic() - self.t0))
+            log.info("%s: %s done in %s", self.desc, self._count(), _duration(time.monotonic() - self.t0))
             self.logged = False
 
     def __enter__(self) -> "LoggedProgress":

@@ -103,3 +103,13 @@ def check_pool_from_run(tmp_path, out):
         ABRParams(pool={"runs": [{"dir": str(tmp_path / "pools")}]})
     with pytest.raises(ConfigError, match="has no role 'critic'"):
         ABRTask(ABRParams(pool_dir=pools, pool={**spec, "runs": [{"dir": str(out), "role": "critic"}]})).pool("train")
+    # a run whose stages writing the student were all skipped (an early stop) has no policy to play
+    import shutil
+
+    untrained = tmp_path / "untrained"
+    shutil.copytree(out, untrained)
+    for stage in ("init_student", "distill"):
+        marker = untrained / "checkpoints" / stage / "done.json"
+        marker.write_text(json.dumps({**json.loads(marker.read_text()), "skipped": "early stop"}))
+    with pytest.raises(ConfigError, match="holds no trained weights of role 'student'"):
+        ABRTask(ABRParams(pool_dir=pools, pool={**spec, "runs": [{"dir": str(untrained)}]})).pool("train")

@@ -28,6 +28,12 @@ def test_log_lines_without_a_terminal(monkeypatch, caplog):
             clock[0] += 100.0
             bar.update(1)
         bar.close()
+    fetch = progress.progress_bar(total=300 * 2**20, desc="fetch", unit="B")  # bytes shown in MiB
+    clock[0] += 61.0
+    fetch.update(100 * 2**20)
+    assert caplog.records[-1].getMessage() == "fetch: 100/300 MiB (33%), 1m01s elapsed, about 2m02s left"
+    fetch.close()
+    caplog.clear()
     short = progress.progress_bar(total=3, desc="short")  # under a minute: nothing at all
     short.update(3)
     short.close()

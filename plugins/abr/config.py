@@ -30,14 +30,16 @@ class PoolRun(_Strict):
     its own run asks for. Its passes are plain (no epsilon: a sequence policy's context would no
     longer match what was played), each with the pool's noise and pass seeds."""
 
-    dir: str  # the run's folder (its config.yaml and finished stages)
+    dir: str  # the run's folder (its config.yaml and finished stages); kept as an absolute path
     role: str = "student"
     passes: int = Field(1, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> "PoolRun":
-        if not (Path(self.dir).expanduser() / "config.yaml").is_file():
+        path = Path(self.dir).expanduser()
+        if not (path / "config.yaml").is_file():
             raise ValueError(f"pool.runs: {self.dir} is not a run directory (no config.yaml)")
+        self.dir = str(path.resolve())  # the run's config records where it is, wherever it is read from
         return self
 
 

@@ -43,6 +43,13 @@ class ExperiencePool(StoredPool):
     def __len__(self) -> int:
         return len(self.actions)
 
+    @classmethod
+    def concat(cls, pools: list["ExperiencePool"]) -> "ExperiencePool":
+        """One pool holding every episode of ``pools``, in order; ``meta`` lists theirs."""
+        return cls(**{k: np.concatenate([getattr(p, k) for p in pools]) for k in cls.ARRAYS},
+                   **{k: [x for p in pools for x in getattr(p, k)] for k in cls.LISTS},
+                   meta={"parts": [p.meta for p in pools]})
+
     def episode_returns(self) -> np.ndarray:
         """(E,) the sum of each episode's rewards (QoE over its 47 decisions)."""
         return np.asarray(self.rewards, dtype=np.float64).sum(1)

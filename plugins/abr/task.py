@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mamba4net.core.errors import ConfigError
 from mamba4net.core.model import eval_mode
 from mamba4net.core.stats import mean_interval
 from mamba4net.plugins.seqpolicy import best_per_group, cached_pool
@@ -157,9 +158,15 @@ class ABRTask:
 
         run = open_run(source.dir, source.role)
         label = f"{source.role}:{source.dir}"
+        if run.cfg.task["name"] != self.name:
+            raise ConfigError(f"task.pool.runs: {source.dir} is a run of task '{run.cfg.task['name']}', not abr")
+        digest = run.weights_digest(source.role)
+        if digest is None:
+            raise ConfigError(f"task.pool.runs: {source.dir} holds no trained weights of role '{source.role}' "
+                              "with a checksum (its stages writing it were skipped, or predate checksums)")
         p = self.params.pool
         spec = {"format": POOL_FORMAT, "split": "train", "run_role": source.role,
-                "run_weights_sha256": run.weights_digest(source.role), "run_target_return": run.task.target_return,
+                "run_weights_sha256": digest, "run_target_return": run.task.target_return,
                 "passes": source.passes, "noise": p.noise, "seed": p.seed, **self._traces_key("train")}
 
         def make(digest: str):

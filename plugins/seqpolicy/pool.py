@@ -63,13 +63,6 @@ class StoredPool:
         return cls(**arrays, **lists, meta=info.get("meta", {}))
 
     @classmethod
-    def concat(cls: type[P], pools: list[P]) -> P:
-        """One pool holding every episode of ``pools``, in order; ``meta`` lists theirs."""
-        return cls(**{k: np.concatenate([getattr(p, k) for p in pools]) for k in cls.ARRAYS},
-                   **{k: [x for p in pools for x in getattr(p, k)] for k in cls.LISTS},
-                   meta={"parts": [p.meta for p in pools]})
-
-    @classmethod
     def check(cls, path: Path, arrays: dict[str, np.ndarray], episodes: int) -> None:
         """Raise ``DataError`` if the arrays disagree with each other or with the ``episodes``
         entries of the lists."""
