@@ -42,9 +42,13 @@ def cmd_run(args) -> int:
 
     from mamba4net.core import distributed as dist
 
-    loaded = load_config(args.config, args.set)
     if args.seeds is not None:
-        return _run_seeds(args, loaded)
+        return _run_seeds(args)
+    if any("{seed}" in o for o in args.set):
+        from mamba4net.core.errors import ConfigError
+
+        raise ConfigError("--set: {seed} is filled in per seed by --seeds only")
+    loaded = load_config(args.config, args.set)
     if args.no_progress:
         loaded.cfg.runtime.progress = False
     run_root = resolve_run_dir(loaded, args.out, args.resume)
@@ -68,12 +72,15 @@ def cmd_run(args) -> int:
     return 0
 
 
-def _run_seeds(args, loaded) -> int:
+def _run_seeds(args) -> int:
+    from mamba4net.core.config import load_config
     from mamba4net.core.errors import ConfigError, Mamba4netError
     from mamba4net.core.runs import new_run_dir
-    from mamba4net.core.seeds import parse_seeds, run_seeds, seeds_markdown
+    from mamba4net.core.seeds import for_seed, parse_seeds, run_seeds, seeds_markdown
 
     seeds = parse_seeds(args.seeds)
+    configs = [load_config(args.config, for_seed(args.set, s)) for s in seeds]  # every seed's, before any work
+    loaded = configs[0]
     if args.nproc is not None:
         raise ConfigError("--seeds runs its seeds one after the other in this process: drop --nproc")
     if args.resume and not args.out:
@@ -273,7 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nproc", type=int, metavar="N",
                    help="run N local processes (runtime.engine: deepspeed; data split over ranks)")
     p.add_argument("--seeds", metavar="LIST", help="run once per training seed (e.g. 0,1,2 or 0-4) into "
-                   "OUT/seed-<k>/ and write OUT/seeds.md: each model's metric, mean and 95%% interval over seeds")
+                   "OUT/seed-<k>/ and write OUT/seeds.md: each model's metric, mean and 95%% interval over seeds; "
+                   "{seed} in a --set value becomes each seed")
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("validate", help="check a config without running it")

@@ -1,6 +1,7 @@
 """One pipeline over several training seeds: ``mamba4net run CONFIG --seeds 0,1,2 [--out DIR]``.
 
-Each seed is a run of its own, ``DIR/seed-<k>/`` (the config with ``seed: k``), resumable like any
+Each seed is a run of its own, ``DIR/seed-<k>/`` (the config with ``seed: k``, and ``{seed}`` in a
+``--set`` value replaced by k), resumable like any
 run (``--resume``: a seed whose folder holds a run is continued, the others start). Then
 ``DIR/seeds.json`` and ``DIR/seeds.md`` give, for every model present in all of them, the headline
 metric's mean over the seeds and the half-width of its 95% Student-t interval (the spread a reader
@@ -32,6 +33,12 @@ def parse_seeds(text: str) -> list[int]:
         else:
             raise ConfigError(f"--seeds: expected non-negative integers like 0,1,2 or 0-4, got {text!r}")
     return list(dict.fromkeys(seeds))
+
+
+def for_seed(overrides: list[str] | None, seed: int) -> list[str]:
+    """The overrides of one seed's run: ``{seed}`` in a value filled in (e.g. a folder per seed,
+    ``task.pool.runs=[{dir: runs/abr/seed-{seed}}]``), then ``seed=<seed>``."""
+    return [o.replace("{seed}", str(seed)) for o in overrides or []] + [f"seed={seed}"]
 
 
 def aggregate(runs: dict[int, Path]) -> dict:
@@ -85,7 +92,7 @@ def run_seeds(config: str | Path, out: str | Path, seeds: list[int], overrides: 
         root = out / f"seed-{seed}"
         again = resume and (root / "config.yaml").exists()
         try:
-            run_config(config, root, [*(overrides or []), f"seed={seed}"], resume=again, registry=registry)
+            run_config(config, root, for_seed(overrides, seed), resume=again, registry=registry)
         except ResultError as exc:  # everything was written; aggregate, then report it
             failed = failed or exc
         runs[seed] = root

@@ -9,7 +9,7 @@ import pytest
 
 from mamba4net.core.cli import main
 from mamba4net.core.errors import ConfigError
-from mamba4net.core.seeds import aggregate, parse_seeds, run_seeds, seeds_markdown
+from mamba4net.core.seeds import aggregate, for_seed, parse_seeds, run_seeds, seeds_markdown
 from mamba4net.core.stats import mean_interval
 from mamba4net.testing.toy import tiny_pipeline_config, toy_registry
 
@@ -84,3 +84,18 @@ def test_cli_refuses_seeds_with_nproc_and_resume_without_out(capsys):
     assert "needs --out" in capsys.readouterr().err
     assert main(["run", "examples/vp.yaml", "--seeds", "zero"]) == 2
     assert "--seeds" in capsys.readouterr().err
+
+
+def test_seed_placeholder_in_overrides(tmp_path, capsys):
+    """``{seed}`` in a --set value is each seed's under --seeds (a chain of runs per seed), every
+    seed's config is checked before any run starts, and outside --seeds it is refused."""
+    assert for_seed(["task.pool.runs=[{dir: r/seed-{seed}}]", "x=1"], 2) == [
+        "task.pool.runs=[{dir: r/seed-2}]", "x=1", "seed=2"]
+    (tmp_path / "prev" / "seed-0").mkdir(parents=True)
+    (tmp_path / "prev" / "seed-0" / "config.yaml").write_text("name: prev\n")  # seed 1 has no run
+    chain = f"task.pool.runs=[{{dir: {tmp_path}/prev/seed-{{seed}}}}]"
+    assert main(["run", "examples/abr.yaml", "--seeds", "0,1", "--set", chain, "--out", str(tmp_path / "s")]) == 2
+    assert "prev/seed-1 is not a run directory" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()  # nothing started
+    assert main(["run", "examples/abr.yaml", "--set", chain]) == 2
+    assert "{seed} is filled in per seed by --seeds only" in capsys.readouterr().err
