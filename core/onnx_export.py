@@ -192,17 +192,13 @@ def onnx_session(path: Path, threads: int = 1):
 
 def export_run(run_root: str | Path, registry=None) -> list[Path]:
     """Export every deployed student of a finished run to ``RUN_DIR/deploy/``; the manifests' paths."""
-    from mamba4net.core.config import load_config
+    from mamba4net.core.config import load_run_config
     from mamba4net.core.context import RunContext
-    from mamba4net.core.runs import RunDir
     from mamba4net.core.runtime import apply_runtime
     from mamba4net.registry import default_registry
 
     registry = registry or default_registry()
-    run = RunDir(run_root)
-    if not run.config_path.exists():
-        raise Mamba4netError(f"{run.root}: not a run directory (no config.yaml)")
-    loaded = load_config(run.config_path, registry=registry)
+    run, loaded = load_run_config(run_root, registry=registry)
     apply_runtime(loaded)
     ctx = RunContext(loaded, registry, run=run, out=run, device=torch.device("cpu"))
     students = ctx.deployed("student")

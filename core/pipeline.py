@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from mamba4net.core import distributed as dist
-from mamba4net.core.config import LoadedConfig, load_config, validate_data
+from mamba4net.core.config import LoadedConfig, load_config, load_run_config, validate_data
 from mamba4net.core.context import RunContext
 from mamba4net.core.efficiency import measure_efficiency
 from mamba4net.core.errors import ConfigError, Mamba4netError
@@ -125,10 +125,7 @@ def open_run(run_root: str | Path, role: str | None = None, registry=None) -> Ru
     from mamba4net.registry import default_registry
 
     registry = registry or default_registry()
-    run = RunDir(Path(run_root).expanduser())
-    if not run.config_path.exists():
-        raise Mamba4netError(f"{run.root}: not a run directory (no config.yaml)")
-    loaded = load_config(run.config_path, registry=registry)
+    run, loaded = load_run_config(run_root, registry=registry)
     ctx = RunContext(loaded, registry, run=run, out=run)
     if role is not None and role not in [r.name for r in loaded.method.roles]:
         raise ConfigError(f"{run.root}: its method '{loaded.method.name}' has no role '{role}'; roles: "
@@ -148,10 +145,7 @@ def evaluate_run(run_root: str | Path, overrides: list[str] | None = None, regis
     from mamba4net.registry import default_registry
 
     registry = registry or default_registry()
-    run = RunDir(run_root)
-    if not run.config_path.exists():
-        raise Mamba4netError(f"{run.root}: not a run directory (no config.yaml)")
-    loaded = load_config(run.config_path, overrides, registry=registry)
+    run, loaded = load_run_config(run_root, overrides, registry=registry)
     device = apply_runtime(loaded)
     ctx = RunContext(loaded, registry, run=run, out=run, device=device)
     with run_lock(run.root, "evaluate"):

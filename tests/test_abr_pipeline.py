@@ -12,7 +12,7 @@ import yaml
 from mamba4net.testing.toy import tiny_pipeline_config
 
 
-def test_abr_cli_end_to_end(tmp_path):
+def test_abr_cli_end_to_end(tmp_path, monkeypatch):
     train = {"steps": 8, "batch_size": 8, "lr": 3e-3, "warmup_steps": 2, "log_every": 2,
              "checkpoint_every": 4, "eval_every": 4, "keep_best": True}
     cfg = tiny_pipeline_config(
@@ -63,10 +63,10 @@ def test_abr_cli_end_to_end(tmp_path):
     from export_checks import check_abr_export
 
     check_abr_export(out, details["student"]["per_trace_qoe"])
-    check_pool_from_run(tmp_path, out)
+    check_pool_from_run(tmp_path, out, monkeypatch)
 
 
-def check_pool_from_run(tmp_path, out):
+def check_pool_from_run(tmp_path, out, monkeypatch):
     """Self-improvement across runs (``task.pool.runs``): a finished run's student plays the
     training traces into another run's pool, asked for its own run's target; cached by its weights."""
     import numpy as np
@@ -93,11 +93,9 @@ def check_pool_from_run(tmp_path, out):
     def fail(*a, **k):
         raise AssertionError("generated again")
 
-    saved, pool_mod.generate_pool = pool_mod.generate_pool, fail
-    try:
+    with monkeypatch.context() as patch:
+        patch.setattr(pool_mod, "generate_pool", fail)
         again = ABRTask(ABRParams(pool_dir=pools, pool={**spec, "runs": [{"dir": str(out)}]})).pool("train")
-    finally:
-        pool_mod.generate_pool = saved
     assert np.array_equal(again.actions, pool.actions)
     with pytest.raises(ValueError, match="not a run directory"):
         ABRParams(pool={"runs": [{"dir": str(tmp_path / "pools")}]})
