@@ -18,9 +18,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from mamba4net.core.errors import ConfigError, Mamba4netError, PluginError
+from mamba4net.core.errors import ConfigError, PluginError
 from mamba4net.core.method import Method
-from mamba4net.core.runs import RunDir
 from mamba4net.core.schema import (
     BenchmarkParams, EvaluateParams, Node, PipelineConfig, RuntimeParams, TrainParams,
 )
@@ -257,11 +256,3 @@ def load_config(path: str | Path, overrides: list[str] | None = None, registry=N
         overridden.add(assignment.split("=", 1)[0].strip())
     return validate_data(data, registry=registry, source=str(path), lines=lines, overridden=overridden)
 
-
-def load_run_config(run_root: str | Path, overrides: list[str] | None = None,
-                    registry=None) -> tuple[RunDir, LoadedConfig]:
-    """A run folder and its ``config.yaml`` (with ``overrides``); one line for a folder that holds no run."""
-    run = RunDir(Path(run_root).expanduser())
-    if not run.config_path.exists():
-        raise Mamba4netError(f"{run.root}: not a run directory (no config.yaml)")
-    return run, load_config(run.config_path, overrides, registry=registry)

@@ -192,7 +192,7 @@ def onnx_session(path: Path, threads: int = 1):
 
 def export_run(run_root: str | Path, registry=None) -> list[Path]:
     """Export every deployed student of a finished run to ``RUN_DIR/deploy/``; the manifests' paths."""
-    from mamba4net.core.config import load_run_config
+    from mamba4net.core.runs import load_run_config
     from mamba4net.core.context import RunContext
     from mamba4net.core.runtime import apply_runtime
     from mamba4net.registry import default_registry

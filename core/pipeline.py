@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from mamba4net.core import distributed as dist
-from mamba4net.core.config import LoadedConfig, load_config, load_run_config, validate_data
+from mamba4net.core.config import LoadedConfig, load_config, validate_data
 from mamba4net.core.context import RunContext
 from mamba4net.core.efficiency import measure_efficiency
 from mamba4net.core.errors import ConfigError, Mamba4netError
@@ -22,7 +22,7 @@ from mamba4net.core.export import export_students
 from mamba4net.core.io import read_json, write_json
 from mamba4net.core.lock import run_lock
 from mamba4net.core.report import write_report
-from mamba4net.core.runs import RunDir, latest_run_dir, new_run_dir
+from mamba4net.core.runs import RunDir, latest_run_dir, load_run_config, new_run_dir
 from mamba4net.core.runtime import apply_runtime
 from mamba4net.core.schema import migrate_strategy
 from mamba4net.core.stages import run_stages

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from mamba4net.core.config import LoadedConfig, load_config
+from mamba4net.core.errors import Mamba4netError
 from mamba4net.core.io import atomic_write_text, json_safe
 
 
@@ -88,3 +90,12 @@ def latest_run_dir(base: str | Path, name: str) -> Path | None:
     pattern = re.compile(re.escape(name) + r"-\d{8}-\d{6}(-\d+)?$")
     runs = sorted(p for p in Path(base).glob(f"{name}-*") if pattern.match(p.name) and (p / "config.yaml").exists())
     return runs[-1] if runs else None
+
+
+def load_run_config(run_root: str | Path, overrides: list[str] | None = None,
+                    registry=None) -> tuple[RunDir, LoadedConfig]:
+    """A run folder and its ``config.yaml`` (with ``overrides``); one line for a folder that holds no run."""
+    run = RunDir(Path(run_root).expanduser())
+    if not run.config_path.exists():
+        raise Mamba4netError(f"{run.root}: not a run directory (no config.yaml)")
+    return run, load_config(run.config_path, overrides, registry=registry)
