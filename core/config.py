@@ -255,4 +255,3 @@ def load_config(path: str | Path, overrides: list[str] | None = None, registry=N
         apply_override(data, assignment)
         overridden.add(assignment.split("=", 1)[0].strip())
     return validate_data(data, registry=registry, source=str(path), lines=lines, overridden=overridden)
-
