@@ -132,8 +132,11 @@ def _comparators(op: str) -> dict[str, Callable]:
         return {}
     import inspect
 
-    from transformers.models.mamba2.modeling_mamba2 import mamba2_chunk_scan
-
+    try:
+        from transformers.models.mamba2.modeling_mamba2 import mamba2_chunk_scan
+    except ImportError as exc:  # another transformers version: measured without it
+        print(f"transformers' Mamba-2 PyTorch scan not measured: {exc}", file=sys.stderr)
+        return {}
     # unwrapped: transformers swaps in mamba-ssm's kernel where installed; this is its torch path
     return {"transformers_mamba2_torch": inspect.unwrap(mamba2_chunk_scan)}
 
@@ -251,6 +254,8 @@ def main(argv: list[str] | None = None) -> None:
     }
     todo = [c for c in cases(args, device) if c[0] in args.ops]
     rows: list[dict] = []
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / (args.name or f"kernels_{device}")
     bar = progress_bar(len(todo), "kernels")
     for op, label, make, train in todo:
         rows.extend(run_case(op, label, make, train, device, args))
@@ -258,12 +263,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{op} {label}: " + ", ".join(
             f"{r['impl']} {r['ms']:.2f} ms ({r['speedup_vs_ref']:.2f}x)" for r in rows
             if r["op"] == op and r["shape"] == label), flush=True)
+        meta["loadavg_end"] = round(os.getloadavg()[0], 2)
+        meta["cases_done"] = f"{len({(r['op'], r['shape']) for r in rows})} of {len(todo)}"
+        # after every case: a run stopped by a time limit keeps what it measured
+        stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": rows}, indent=2) + "\n")
+        stem.with_suffix(".md").write_text(to_markdown(meta, rows))
     bar.close()
-    meta["loadavg_end"] = round(os.getloadavg()[0], 2)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / (args.name or f"kernels_{device}")
-    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": rows}, indent=2) + "\n")
-    stem.with_suffix(".md").write_text(to_markdown(meta, rows))
     print(f"wrote {stem}.json and {stem}.md")
 
 

@@ -382,7 +382,7 @@ def test_plugin_registrations():
     by_name = {a[0]: (a[1], kw) for a, kw in kernels}
     assert set(by_name) == {
         "ssd_scan_torch_chunked", "ssd_scan_torch_ref", "ssd_step_torch", "causal_conv1d_torch",
-        "stream_decoder_torch_fused", "stream_decoder_torch_ref",
+        "stream_decoder_torch_fused", "stream_decoder_torch_ref", "stream_decoder_cuda_graph",
     }
     assert by_name["ssd_scan_torch_chunked"][1]["op"] == "ssd_scan"
     priority = {name: kw["priority"] for name, (_, kw) in by_name.items()}
@@ -391,7 +391,9 @@ def test_plugin_registrations():
     assert by_name["ssd_scan_torch_chunked"][0]() is ssd_scan_chunked
     assert by_name["ssd_scan_torch_ref"][0]() is ssd_scan_ref
     assert by_name["ssd_step_torch"][0]() is ssd_step
-    assert all(kw["available"]("cpu") and kw["available"]("cuda") for _, kw in by_name.values())
+    cuda_only = {"stream_decoder_cuda_graph"}
+    assert all(kw["available"]("cpu") and kw["available"]("cuda") for n, (_, kw) in by_name.items() if n not in cuda_only)
+    assert all(kw["available"]("cuda") and not kw["available"]("cpu") for n, (_, kw) in by_name.items() if n in cuda_only)
 
 
 def test_plugin_import_is_light():

@@ -162,14 +162,14 @@ TINY = dict(
 )
 
 
-def student_outputs_with(overrides: dict[str, str]) -> tuple[torch.Tensor, ...]:
-    """A seeded tiny hybrid student run with ``runtime.kernels`` = ``overrides``: the parallel
-    output, the step-by-step output and the gradient of every parameter (flattened)."""
+def student_outputs_with(overrides: dict[str, str], device: str = "cpu") -> tuple[torch.Tensor, ...]:
+    """A seeded tiny hybrid student run with ``runtime.kernels`` = ``overrides`` on ``device``: the
+    parallel output, the step-by-step output and the gradient of every parameter (flattened)."""
     set_kernel_overrides(overrides)
     try:
         torch.manual_seed(0)
-        model = HybridMambaBackbone(HybridMambaParams(**TINY))
-        x = torch.randn(2, 11, 32, generator=torch.Generator().manual_seed(1))  # 11: odd length
+        model = HybridMambaBackbone(HybridMambaParams(**TINY)).to(device)
+        x = torch.randn(2, 11, 32, generator=torch.Generator().manual_seed(1)).to(device)  # 11: odd length
         y = model(x)
         grads = torch.autograd.grad(y.square().mean(), list(model.parameters()))
         with torch.no_grad():

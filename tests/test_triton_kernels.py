@@ -1,12 +1,13 @@
-"""The Triton kernels of plugins/triton_kernels against their PyTorch ``*_ref`` twins, run by
-Triton's interpreter on the CPU (``TRITON_INTERPRET=1``): forward and backward, odd lengths, fp32 and
-bf16, explicit tolerances. Tiny shapes: the interpreter executes every program in numpy.
+"""The Triton kernels of plugins/triton_kernels against their PyTorch ``*_ref`` twins: forward and
+backward, odd lengths, fp32 and bf16, explicit tolerances. On a machine with a CUDA device the kernels
+are compiled and the cases run on it; elsewhere Triton's interpreter runs them on the CPU
+(``TRITON_INTERPRET=1``), with tiny shapes: the interpreter executes every program in numpy.
 
 Triton decides between compiling and interpreting when its modules (and ours) are first imported,
 and other test modules import it earlier (through transformers). So the cases below run in a child
 pytest process started with ``TRITON_INTERPRET=1`` by ``test_triton_kernels_under_the_interpreter``;
 the rest of the suite keeps the PyTorch kernels. With the variable already set (the child, or a
-run of the whole suite under the interpreter) they run in-process.
+run of the whole suite under the interpreter), or with a CUDA device, they run in-process.
 """
 
 from __future__ import annotations
@@ -25,8 +26,11 @@ from mamba4net.plugins.hybrid_mamba.ssd import ssd_scan_ref, ssd_step
 from mamba4net.plugins.losses.terms import kd_loss_ref
 
 INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
-needs_interpreter = pytest.mark.skipif(
-    not INTERPRETING, reason="run under TRITON_INTERPRET=1 by test_triton_kernels_under_the_interpreter"
+COMPILED = not INTERPRETING and torch.cuda.is_available()  # the kernels compiled for a real GPU
+DEVICE = "cuda" if COMPILED else "cpu"
+needs_triton = pytest.mark.skipif(
+    not (INTERPRETING or COMPILED),
+    reason="no CUDA device: run under TRITON_INTERPRET=1 by test_triton_kernels_under_the_interpreter",
 )
 
 KERNEL_MODULES = ["ssd_scan", "ssd_step", "kd_loss"]
@@ -37,7 +41,7 @@ KERNEL_MODULES = ["ssd_scan", "ssd_step", "kd_loss"]
 TOL = {torch.float32: (1e-4, 1e-4), torch.bfloat16: (2e-2, 2e-2)}
 
 
-@pytest.mark.skipif(INTERPRETING, reason="already under the interpreter: the cases run in-process")
+@pytest.mark.skipif(INTERPRETING or COMPILED, reason="the cases run in-process (interpreter or CUDA device)")
 def test_triton_kernels_under_the_interpreter():
     """Every case of this module, in a child process started with TRITON_INTERPRET=1."""
     root = Path(__file__).resolve().parents[1]
@@ -81,7 +85,7 @@ def _ssd_inputs(b, l, h, p, g, n, dtype, seed, d_shape="h", with_init=True):
     C = (rnd(b, l, g, n) / n**0.5).to(dtype)
     D = rnd(h) if d_shape == "h" else rnd(h, p)
     s0 = rnd(b, h, p, n) if with_init else None
-    return [x, dt, A, B, C, D, s0]
+    return [None if t is None else t.to(DEVICE) for t in (x, dt, A, B, C, D, s0)]
 
 
 # (b, l, h, p, g, n, chunk): l not a multiple of the chunk; several chunks; l < chunk; ngroups > 1;
@@ -99,7 +103,7 @@ SCAN_CASES = [(shape, torch.float32) for shape in SCAN_SHAPES] + [
 ]
 
 
-@needs_interpreter
+@needs_triton
 @pytest.mark.parametrize("shape, dtype", SCAN_CASES)
 def test_ssd_scan_triton_forward_backward_match_ref(tk, shape, dtype):
     b, l, h, p, g, n, q = shape
@@ -107,8 +111,8 @@ def test_ssd_scan_triton_forward_backward_match_ref(tk, shape, dtype):
     for t in inputs:
         t.requires_grad_(True)
     gen = torch.Generator().manual_seed(99)
-    gy = torch.randn(b, l, h, p, generator=gen)
-    gfin = torch.randn(b, h, p, n, generator=gen)
+    gy = torch.randn(b, l, h, p, generator=gen).to(DEVICE)
+    gfin = torch.randn(b, h, p, n, generator=gen).to(DEVICE)
     results = []
     for fn in (tk["ssd_scan"].ssd_scan_triton, ssd_scan_ref):
         x, dt, A, B, C, D, s0 = inputs
@@ -122,7 +126,7 @@ def test_ssd_scan_triton_forward_backward_match_ref(tk, shape, dtype):
         _close(got / scale, want / scale, dtype, name)
 
 
-@needs_interpreter
+@needs_triton
 def test_ssd_scan_triton_without_optional_inputs(tk):
     """No D, no initial state, only y returned: forward and the gradient of x."""
     x, dt, A, B, C, _, _ = _ssd_inputs(1, 19, 2, 4, 1, 4, torch.float32, seed=3, with_init=False)
@@ -136,18 +140,18 @@ def test_ssd_scan_triton_without_optional_inputs(tk):
     _close(gx, gx_ref, torch.float32, "dx")
 
 
-@needs_interpreter
+@needs_triton
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("b, h, p, g, n", [(2, 4, 3, 2, 5), (1, 2, 16, 1, 32)])
 def test_ssd_step_triton_matches_ref(tk, dtype, b, h, p, g, n):
     gen = torch.Generator().manual_seed(7)
-    state = torch.randn(b, h, p, n, generator=gen)
-    x = torch.randn(b, h, p, generator=gen).to(dtype)
-    dt = torch.rand(b, h, generator=gen)
-    A = -torch.rand(h, generator=gen) - 0.5
-    B = torch.randn(b, g, n, generator=gen).to(dtype)
-    C = torch.randn(b, g, n, generator=gen).to(dtype)
-    D = torch.randn(h, generator=gen)
+    state = torch.randn(b, h, p, n, generator=gen).to(DEVICE)
+    x = torch.randn(b, h, p, generator=gen).to(DEVICE, dtype)
+    dt = torch.rand(b, h, generator=gen).to(DEVICE)
+    A = (-torch.rand(h, generator=gen) - 0.5).to(DEVICE)
+    B = torch.randn(b, g, n, generator=gen).to(DEVICE, dtype)
+    C = torch.randn(b, g, n, generator=gen).to(DEVICE, dtype)
+    D = torch.randn(h, generator=gen).to(DEVICE)
     before = state.clone()
     y, new = tk["ssd_step"].ssd_step_triton(state, x, dt, A, B, C, D)
     y_ref, new_ref = ssd_step(state, x, dt, A, B, C, D)
@@ -162,13 +166,13 @@ def test_ssd_step_triton_matches_ref(tk, dtype, b, h, p, g, n):
 KD_CASES = [((1, 7), 1.0), ((2, 3, 37), 2.0), ((3, 5000), 4.0)]
 
 
-@needs_interpreter
+@needs_triton
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("shape, temperature", KD_CASES)
 def test_kd_loss_triton_matches_ref(tk, shape, temperature, dtype):
     gen = torch.Generator().manual_seed(len(shape))
-    s = (torch.randn(*shape, generator=gen) * 3).to(dtype).requires_grad_(True)
-    t = (torch.randn(*shape, generator=gen) * 3).to(dtype).requires_grad_(True)
+    s = (torch.randn(*shape, generator=gen) * 3).to(DEVICE, dtype).requires_grad_(True)
+    t = (torch.randn(*shape, generator=gen) * 3).to(DEVICE, dtype).requires_grad_(True)
     results = []
     # the kernel reads bf16 and computes in fp32: its reference is the fp32 computation on the same
     # (rounded) values, gradients flowing back to the bf16 inputs
@@ -180,42 +184,49 @@ def test_kd_loss_triton_matches_ref(tk, shape, temperature, dtype):
     assert results[0][1].dtype == dtype
 
 
-@needs_interpreter
+@needs_triton
 def test_kd_loss_triton_detached_teacher_and_shape_check(tk):
-    s = torch.randn(4, 9, requires_grad=True)
-    t = torch.randn(4, 9)
+    s = torch.randn(4, 9, device=DEVICE, requires_grad=True)
+    t = torch.randn(4, 9, device=DEVICE)
     loss = tk["kd_loss"].kd_loss_triton(s, t, 2.0)
     (gs,) = torch.autograd.grad(loss, s)
     s_ref = s.detach().requires_grad_(True)
     (gs_ref,) = torch.autograd.grad(kd_loss_ref(s_ref, t, 2.0), s_ref)
     _close(gs, gs_ref, torch.float32, "d_student")
     assert torch.allclose(
-        tk["kd_loss"].kd_loss_triton(t, t, 3.0), torch.zeros(()), atol=1e-6
+        tk["kd_loss"].kd_loss_triton(t, t, 3.0), torch.zeros((), device=DEVICE), atol=1e-6
     ), "KL of identical distributions is 0"
     with pytest.raises(ValueError, match="differ in shape"):
         tk["kd_loss"].kd_loss_triton(s, t[:, :5], 2.0)
 
 
-@needs_interpreter
-def test_registry_picks_triton_under_the_interpreter(tk):
+@needs_triton
+def test_registry_picks_triton_under_the_interpreter_or_on_cuda(tk):
+    """The Triton kernels rank above the PyTorch ones where they run; on a CUDA device mamba-ssm's
+    kernels, where installed, rank above them."""
     from mamba4net.core.kernels import available_kernels, resolve_kernel, set_kernel_overrides
+    from mamba4net.plugins.triton_kernels.registry import mamba_ssm_available
 
     set_kernel_overrides(None)
-    assert available_kernels("ssd_scan", "cpu")[0] == "ssd_scan_triton"
-    assert available_kernels("ssd_step", "cpu")[0] == "ssd_step_triton"
-    assert available_kernels("kd_loss", "cpu")[0] == "kd_loss_triton"
-    assert resolve_kernel("ssd_scan", "cpu") is tk["ssd_scan"].ssd_scan_triton
+    first = {"ssd_scan": "ssd_scan_triton", "ssd_step": "ssd_step_triton", "kd_loss": "kd_loss_triton"}
+    if mamba_ssm_available(DEVICE):
+        first.update(ssd_scan="ssd_scan_mamba_ssm", ssd_step="ssd_step_mamba_ssm")
+    for op, name in first.items():
+        assert available_kernels(op, DEVICE)[0] == name
+        assert f"{op}_triton" in available_kernels(op, DEVICE)
+    if not mamba_ssm_available(DEVICE):
+        assert resolve_kernel("ssd_scan", DEVICE) is tk["ssd_scan"].ssd_scan_triton
     assert "ssd_scan_mamba_ssm" not in available_kernels("ssd_scan", "cpu")
     set_kernel_overrides(None)
 
 
-@needs_interpreter
+@needs_triton
 def test_student_with_the_triton_scan_matches_the_reference(tk):
     """The tiny hybrid student forced onto the Triton scan and step through runtime.kernels gives
     the reference scan's outputs and parameter gradients."""
     from test_kernels import student_outputs_with
 
-    ref = student_outputs_with({"ssd_scan": "ssd_scan_torch_ref"})
-    got = student_outputs_with({"ssd_scan": "ssd_scan_triton", "ssd_step": "ssd_step_triton"})
+    ref = student_outputs_with({"ssd_scan": "ssd_scan_torch_ref"}, DEVICE)
+    got = student_outputs_with({"ssd_scan": "ssd_scan_triton", "ssd_step": "ssd_step_triton"}, DEVICE)
     for name, a, b in zip(["forward", "step", "grad"], got, ref):
         _close(a, b, torch.float32, name)

@@ -14,9 +14,11 @@ Ops and their call signatures (every implementation of an op has the same one):
 
 Implementations registered here, by priority: ``ssd_scan_torch_chunked`` (10) and
 ``ssd_scan_torch_ref`` (0, the sequential reference); ``ssd_step_torch`` (0);
-``causal_conv1d_torch`` (0); ``stream_decoder_torch_fused`` (10: prepacked weights, state updated
-in place) and ``stream_decoder_torch_ref`` (0: ``backbone.step``). The triton_kernels plugin adds faster ones (see its ``registry``);
-the ops' signatures are listed in :mod:`mamba4net.core.kernels`.
+``causal_conv1d_torch`` (0); ``stream_decoder_cuda_graph`` (20, CUDA devices only: the fused
+step recorded and replayed as CUDA graphs, see :mod:`.graph_decode`), ``stream_decoder_torch_fused``
+(10: prepacked weights, state updated in place) and ``stream_decoder_torch_ref`` (0:
+``backbone.step``). The triton_kernels plugin adds faster ones (see its ``registry``); the ops'
+signatures are listed in :mod:`mamba4net.core.kernels`.
 """
 
 from __future__ import annotations
@@ -85,6 +87,13 @@ def stream_decoder_torch_fused() -> Callable[..., Any]:
     return fused_decoder
 
 
+def stream_decoder_cuda_graph() -> Callable[..., Any]:
+    """The fused step recorded once per ring slot and replayed as CUDA graphs (CUDA devices)."""
+    from .graph_decode import graph_decoder
+
+    return graph_decoder
+
+
 def stream_decoder_torch_ref() -> Callable[..., Any]:
     """``backbone.step`` as it is: the reference the fused decoder is tested against."""
     from .decode import reference_decoder
@@ -100,6 +109,11 @@ KERNELS: list[tuple[str, str, Callable[[], Callable[..., Any]], int]] = [
     ("causal_conv1d_torch", CAUSAL_CONV1D, causal_conv1d_torch, 0),
     ("stream_decoder_torch_fused", STREAM_DECODER, stream_decoder_torch_fused, 10),
     ("stream_decoder_torch_ref", STREAM_DECODER, stream_decoder_torch_ref, 0),
+]
+
+# Implementations that run on CUDA devices only: (registered name, op, factory, priority).
+CUDA_KERNELS: list[tuple[str, str, Callable[[], Callable[..., Any]], int]] = [
+    ("stream_decoder_cuda_graph", STREAM_DECODER, stream_decoder_cuda_graph, 20),
 ]
 
 _FALLBACK = {SSD_SCAN: ssd_scan_torch_chunked, SSD_STEP: ssd_step_torch, CAUSAL_CONV1D: causal_conv1d_torch,

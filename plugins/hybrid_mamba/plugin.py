@@ -8,7 +8,7 @@ from __future__ import annotations
 from mamba4net.core.hookspecs import hookimpl
 
 from .config import HybridMambaParams
-from .kernels import FLOPS, KERNELS
+from .kernels import CUDA_KERNELS, FLOPS, KERNELS
 
 MAMBA4NET_API = 1  # the plugin API this plugin is written for (mamba4net.core.hookspecs.PLUGIN_API)
 
@@ -24,6 +24,10 @@ def _everywhere(device: str) -> bool:
     return True
 
 
+def _cuda(device: str) -> bool:
+    return device == "cuda"
+
+
 @hookimpl
 def mamba4net_register_students(register):
     register("hybrid_mamba", build_student, params=HybridMambaParams)
@@ -33,6 +37,8 @@ def mamba4net_register_students(register):
 def mamba4net_register_kernels(register):
     for name, op, factory, priority in KERNELS:
         register(name, factory, op=op, priority=priority, available=_everywhere, **_flops(op))
+    for name, op, factory, priority in CUDA_KERNELS:
+        register(name, factory, op=op, priority=priority, available=_cuda, **_flops(op))
 
 
 def _flops(op: str) -> dict:
