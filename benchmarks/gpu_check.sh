@@ -44,17 +44,13 @@ for op in ("ssd_scan", "ssd_step", "stream_decoder", "kd_loss"):
 EOF
 
 step "tests on the GPU: Triton kernels compiled, CUDA-graph decoder"
-timeout 120 python3 -m pytest -v -p no:cacheprovider tests/test_triton_kernels.py tests/test_graph_decoder.py \
+timeout 100 python3 -m pytest -v -p no:cacheprovider tests/test_triton_kernels.py tests/test_graph_decoder.py \
   > "$OUT/pytest.log" 2>&1; echo "pytest exit $?"; tail -5 "$OUT/pytest.log"
-
-step "kernel benchmark"
-timeout 150 python3 benchmarks/kernels.py --device cuda --lengths 1024 4096 8192 --chunks 16 256 \
-  --train-max-len 4096 --repeats 20 --ref-repeats 1 --out "$OUT" --name kernels_cuda 2>&1 | tail -40
 
 # SmolLM2-135M's shape with random weights (speed does not depend on them; no hub, no GGUF here)
 SMOLLM2='{hidden_size: 576, num_hidden_layers: 30, num_attention_heads: 9, num_key_value_heads: 3, intermediate_size: 1536}'
 BENCH=(examples/vp.yaml --set runtime.device=cuda --set teacher.model=random --set teacher.num_layers=30 --set "teacher.random_config=$SMOLLM2"
-       --set benchmark.warmup=8 --no-progress)
+       --set benchmark.warmup=8 --set runtime.kernels.ssd_scan=ssd_scan_triton --no-progress)
 
 step "VP bench on the GPU: student (CUDA-graph decisions) vs a 30-layer SmolLM2-shaped teacher"
 timeout 120 "${M4N[@]}" bench "${BENCH[@]}" --seq-lens 1024,4096,8192 --history-lens 16,1024 --repeats 30 \
@@ -66,6 +62,10 @@ timeout 60 "${M4N[@]}" bench "${BENCH[@]}" --set runtime.kernels.stream_decoder=
   --seq-lens 1024 --history-lens 16,1024 --repeats 30 --roles student --no-memory \
   --out "$WORK/bench_vp_fused" > "$WORK/bench_vp_fused.log" 2>&1; echo "exit $?"; tail -6 "$WORK/bench_vp_fused.log"
 cp "$WORK/bench_vp_fused/bench.json" "$OUT/bench_vp_fused_cuda.json"
+
+step "kernel benchmark"
+timeout 150 python3 benchmarks/kernels.py --device cuda --lengths 1024 4096 8192 --chunks 16 \
+  --train-max-len 1024 --repeats 20 --ref-repeats 1 --out "$OUT" --name kernels_cuda 2>&1 | tail -40
 
 step "pack"
 tar czf "$OUT/gpu_check.tar.gz" -C "$WORK" --exclude=site --exclude=ms . 2>/dev/null

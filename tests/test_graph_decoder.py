@@ -57,6 +57,12 @@ def test_static_decoder_loads_a_state_in_place_and_refuses_one_that_does_not_fit
     for _ in range(6):
         x = torch.randn(2, model.d_model)
         torch.testing.assert_close(dec.step(x), ref.step(x), atol=2e-5, rtol=0)
+    for _ in range(60):  # past the capacity: the grown cache is made inside a step (inference mode)
+        dec.step(torch.randn(2, model.d_model))
+    assert dec.load(2, state)  # and can still be written into
+    ref = StepDecoder(model, 2, state)
+    x = torch.randn(2, model.d_model)
+    torch.testing.assert_close(dec.step(x), ref.step(x), atol=2e-5, rtol=0)
     assert not dec.load(1, None)  # another batch size
     assert not StaticDecoder(model, 2).load(2, long_state)  # longer than the capacity (64)
 

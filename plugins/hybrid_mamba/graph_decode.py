@@ -124,8 +124,9 @@ class StaticDecoder(FusedDecoder):
 
     def load(self, batch_size: int, state: list[Any] | None) -> bool:
         """Copy ``state`` (or the empty state) into the existing buffers, in place; False when it
-        does not fit them (the caller then rebuilds)."""
-        with torch.no_grad():
+        does not fit them (the caller then rebuilds). In inference mode: buffers made by a step
+        (a grown cache) are inference tensors, which only inference mode may write into."""
+        with torch.inference_mode():
             for layer, s in zip(self.layers, state if state is not None else [None] * len(self.layers)):
                 if s is None:
                     s = layer.init_state(batch_size)

@@ -27,7 +27,8 @@ def ssd_scan_mamba_ssm(x, dt, A, B, C, chunk_size, D=None, initial_states=None, 
 def ssd_step_mamba_ssm(state: Tensor, x, dt, A, B, C, D=None):
     """``ssd_step`` on ``selective_state_update`` (which updates its state in place, so it gets a
     copy: the op is functional). Multi-head layout: dt (b,h) -> (b,h,p), A (h,) -> (h,p,n) as
-    stride-0 views, D (h,) -> (h,p)."""
+    stride-0 views, D (h,) -> (h,p). A zero ``dt_bias`` is passed (dt is already final): mamba-ssm
+    2.3.2 reads its strides even when it is None (seen on an H200)."""
     from mamba_ssm.ops.triton.selective_state_update import selective_state_update
 
     b, h, p = x.shape
@@ -36,7 +37,8 @@ def ssd_step_mamba_ssm(state: Tensor, x, dt, A, B, C, D=None):
     dt_hp = dt[:, :, None].expand(b, h, p)
     A_hpn = A[:, None, None].expand(h, p, n).to(new.dtype)
     D_hp = None if D is None else (D[:, None] if D.dim() == 1 else D).expand(h, p)
-    y = selective_state_update(new, x, dt_hp, A_hpn, B, C, D=D_hp, dt_softplus=False)
+    no_bias = dt.new_zeros(h)[:, None].expand(h, p)
+    y = selective_state_update(new, x, dt_hp, A_hpn, B, C, D=D_hp, dt_bias=no_bias, dt_softplus=False)
     return y, new
 
 
