@@ -20,7 +20,7 @@ from torch import nn
 
 log = logging.getLogger("mamba4net")
 
-from mamba4net.core.bench.measure import time_call
+from mamba4net.core.bench.measure import sync, time_call
 from mamba4net.core.bench.plan import BenchPlan
 from mamba4net.core.runtime import decision_threads
 from mamba4net.core.streaming import decoder_for
@@ -210,8 +210,11 @@ def _latency_point(role, mode, model, h, plan, device, budget, prefill_budget, r
         if reason:
             return {"status": "skipped", "reason": "prefill of the history: " + reason}
         history = torch.randn(1, h, d, device=device, dtype=dtype)
+        if prefill_budget.last is None:  # the first prefill compiles kernels (GPU): not a time to extrapolate
+            model.prefill(history)
         t0 = time.perf_counter()
         _, state = model.prefill(history)
+        sync(device)
         prefill_budget.record(h, (time.perf_counter() - t0) * 1e3, f"history {h}")
         size = state_bytes(state)
         decoder = decoder_for(model, 1, state)  # what a policy decides with (core.streaming)
