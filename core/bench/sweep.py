@@ -212,6 +212,7 @@ def _latency_point(role, mode, model, h, plan, device, budget, prefill_budget, r
         history = torch.randn(1, h, d, device=device, dtype=dtype)
         if prefill_budget.last is None:  # the first prefill compiles kernels (GPU): not a time to extrapolate
             model.prefill(history)
+            sync(device)
         t0 = time.perf_counter()
         _, state = model.prefill(history)
         sync(device)

@@ -25,8 +25,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mamba4net.core.streaming import StepDecoder
-
 from .attention import KVCache
 from .decode import FusedDecoder, _AttentionStep, _matmul, _MambaStep, _rms
 
@@ -118,6 +116,12 @@ class StaticDecoder(FusedDecoder):
         for layer, t in zip((x for x in self.layers if isinstance(x, StaticAttentionStep)), ts):
             layer.t = t
 
+    def grow(self) -> None:
+        """Double every attention layer's cache (new buffers, the packed weights kept)."""
+        for layer in self.layers:
+            if isinstance(layer, StaticAttentionStep):
+                layer._grow()
+
     def min_capacity_left(self) -> int | None:
         left = [layer.capacity - layer.t for layer in self.layers if isinstance(layer, StaticAttentionStep)]
         return min(left) if left else None
@@ -145,57 +149,73 @@ class StaticDecoder(FusedDecoder):
 class GraphDecoder:
     """:class:`StaticDecoder`'s step recorded as CUDA graphs, one per tuple of ring slots, and
     replayed: ``step`` copies ``x`` into the recorded input, replays, and returns a copy of the
-    recorded output. Same interface and outputs as the other decoders."""
+    recorded output. Same interface and outputs as the other decoders, and a snapshot of the
+    weights like the fused one: growing the cache or changing the batch size reallocates the state
+    and records again, over the weights packed when it was built.
+
+    ``reset`` copies a new stream's state into the recorded buffers where it fits, so a caller
+    that keeps its decoder keeps the recordings; one built per episode (as the sequence policies
+    do) pays one warm-up step and ``d_conv`` recordings per episode."""
 
     def __init__(self, backbone, batch_size: int, state: list[Any] | None = None):
-        self.backbone = backbone
-        self._build(batch_size, state)
+        self.inner = StaticDecoder(backbone, batch_size, state)
+        self._new_buffers(batch_size, backbone.norm_f.weight)
 
-    def _build(self, batch_size: int, state: list[Any] | None) -> None:
-        w = self.backbone.norm_f.weight
-        self.inner = StaticDecoder(self.backbone, batch_size, state)
-        self.x = torch.zeros(batch_size, self.backbone.d_model, device=w.device, dtype=w.dtype)
+    def _new_buffers(self, batch_size: int, like: Tensor) -> None:
+        """The recorded input (``like``: a (d_model,) tensor of the model's device and dtype), no
+        recordings yet, and a warm-up step."""
+        self.x = torch.zeros(batch_size, like.shape[0], device=like.device, dtype=like.dtype)
         self.graphs: dict[tuple[int, ...], tuple[torch.cuda.CUDAGraph, Tensor, tuple[int, ...]]] = {}
         self._warm_up()
 
     def _warm_up(self) -> None:
         """One eager step on a side stream (lazy library initialisation must not happen inside a
-        recording), then the state put back."""
+        recording), then the state copied back."""
         saved = self.inner.states()
-        stream = torch.cuda.Stream(self.x.device)
-        stream.wait_stream(torch.cuda.current_stream(self.x.device))
-        with torch.cuda.stream(stream):
-            self.inner.step(self.x)
-        torch.cuda.current_stream(self.x.device).wait_stream(stream)
-        torch.cuda.synchronize(self.x.device)
-        self.inner = StaticDecoder(self.backbone, self.x.shape[0], saved)
+        with torch.cuda.device(self.x.device):
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                self.inner.step(self.x)
+            torch.cuda.current_stream().wait_stream(stream)
+            torch.cuda.synchronize()
+        if not self.inner.load(self.x.shape[0], saved):  # the warm-up step grew the cache
+            self.inner.reset(self.x.shape[0], saved)
 
     def _record(self, key: tuple[int, ...]):
         """Record one step from ring slots ``key``; the host-side values are put back after (the
         recording does not run the kernels, but it runs the Python that moves them)."""
         positions = self.inner.positions()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            out = self.inner.step(self.x)
+        graph, out = self._capture()
         after = self.inner.ring_slots()
         self.inner.set_ring_slots(key)
         self.inner.set_positions(positions)
         self.graphs[key] = (graph, out, after)
         return self.graphs[key]
 
+    def _capture(self) -> tuple[torch.cuda.CUDAGraph, Tensor]:
+        """One step recorded as a graph, and its output buffer."""
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.device(self.x.device), torch.cuda.graph(graph):
+            out = self.inner.step(self.x)
+        return graph, out
+
     def reset(self, batch_size: int, state: list[Any] | None = None) -> None:
-        if not self.inner.load(batch_size, state):
-            self._build(batch_size, state)
+        if not self.inner.load(batch_size, state):  # another batch size, or a longer history
+            self.inner.reset(batch_size, state)
+            self._new_buffers(batch_size, self.x[0])
 
     @torch.inference_mode()
     def step(self, x: Tensor) -> Tensor:
         left = self.inner.min_capacity_left()
         if left is not None and left < 1:  # the KV caches grow: new buffers, so new recordings
-            self._build(self.x.shape[0], self.inner.states())
+            self.inner.grow()
+            self._new_buffers(self.x.shape[0], self.x[0])
         key = self.inner.ring_slots()
         graph, out, after = self.graphs.get(key) or self._record(key)
         self.x.copy_(x)
-        graph.replay()
+        with torch.cuda.device(self.x.device):
+            graph.replay()
         self.inner.set_ring_slots(after)
         self.inner.set_positions([t + 1 for t in self.inner.positions()])
         return out.clone()
@@ -209,12 +229,11 @@ class GraphDecoder:
 
 
 def graph_decoder(backbone, batch_size: int, state: list[Any] | None = None):
-    """The CUDA-graph decoder for a float32/float64 model on a CUDA device; otherwise the fused
-    decoder's choice (the fused decoder, or the reference step for other dtypes)."""
+    """The CUDA-graph decoder for a float32/float64 model on a CUDA device; elsewhere what
+    ``stream_decoder_torch_fused`` gives (the fused decoder, or the reference step for other dtypes)."""
     from .decode import fused_decoder
 
     w = backbone.norm_f.weight
-    if w.device.type != "cuda" or w.dtype not in (torch.float32, torch.float64):
-        return fused_decoder(backbone, batch_size, state) if w.dtype in (torch.float32, torch.float64) \
-            else StepDecoder(backbone, batch_size, state)
-    return GraphDecoder(backbone, batch_size, state)
+    if w.device.type == "cuda" and w.dtype in (torch.float32, torch.float64):
+        return GraphDecoder(backbone, batch_size, state)
+    return fused_decoder(backbone, batch_size, state)
