@@ -209,6 +209,32 @@ def test_streaming_decides_like_re_encoding(tiny_student, context, window):
     assert len(streamed.history) == (8 % window or window if context == "blocks" else 8)
 
 
+def test_the_decoder_is_reused_across_episodes_until_the_weights_change(tiny_student):
+    """A second episode resets the first one's decoder (same decisions as a new policy); a change
+    of the weights in place, or another number of streams, builds a new one."""
+    torch.manual_seed(0)
+    d = tiny_student.d_model
+    model = NetModel(_Encoder(d), tiny_student, _Head(d)).eval()
+    rng = np.random.default_rng(3)
+    obs, rewards = rng.normal(size=(4, 8)), rng.normal(size=(4, 8))
+    kw = dict(mode="stream", window=100, return_scale=5.0, target_return=10.0)
+    policy = _ToyPolicy(model, **kw)
+    first = _play(policy, obs, rewards)
+    decoder = policy.decoder
+    np.testing.assert_array_equal(_play(policy, obs, rewards), first)
+    assert policy.decoder is decoder
+    with torch.no_grad():
+        for p in tiny_student.parameters():
+            p.mul_(-1.5)
+    changed = _play(policy, obs, rewards)
+    assert policy.decoder is not decoder
+    np.testing.assert_array_equal(changed, _play(_ToyPolicy(model, **kw), obs, rewards))
+    assert (changed != first).any()  # the new weights decide differently: the check can fail
+    decoder = policy.decoder
+    _play(policy, obs[:2], rewards[:2])
+    assert policy.decoder is not decoder
+
+
 def test_blocks_restart_the_context():
     """A block's first decision sees nothing of the block before: it is the first decision of a
     fresh episode on the same observation (the return asked for held fixed)."""

@@ -63,7 +63,7 @@ class SequenceScheduler(ReturnConditionedPolicy):
 
     def __call__(self, sim):
         if sim.decisions == 0:
-            self.start_episode(1)  # the decoder is built (weights packed) once per episode
+            self.start_episode(1)  # the decoder is reset (built again only after the weights change)
             self.last_time = sim.time
         else:
             self.spend(-self._accrued(sim))

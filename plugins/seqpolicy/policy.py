@@ -12,7 +12,8 @@ token* the next decision sees. Two ways to decide, chosen by what the backbone c
   action token is stepped with the next decision's tokens, so each decision is one
   :func:`~mamba4net.core.streaming.step_tokens` call (one step's overhead, not one per token,
   where the decoder has ``step_many``). The history is never re-encoded: work and memory per
-  decision are constant.
+  decision are constant. The decoder is reset for the next episode, and built again only when
+  the weights have changed (a decoder snapshots them).
 * **re-encoding** (any backbone, e.g. the LLM teacher): the model runs over the decisions in
   context and the newest one is read.
 
@@ -44,6 +45,12 @@ MODES = ("auto", "stream", "reencode")
 CONTEXTS = ("sliding", "blocks")
 
 
+def _weights_key(module: torch.nn.Module) -> tuple:
+    """Changes whenever a parameter is replaced or written in place (an optimizer step, a loaded
+    state dict): a streaming decoder snapshots the weights, so a new one is built then."""
+    return tuple((p.data_ptr(), p._version) for p in module.parameters())
+
+
 class ReturnConditionedPolicy:
     """The episode loop shared by every return-conditioned sequence policy (see the module doc).
 
@@ -69,6 +76,7 @@ class ReturnConditionedPolicy:
         self.n = self.t = 0
         self.history: list[Any] = []
         self.decoder = None
+        self._decoder_key: tuple | None = None  # (streams, weights) the decoder was built for
         self.pending: Tensor | None = None  # an action token not yet stepped (see _stream)
 
     # --- the episode -------------------------------------------------------------------------
@@ -77,7 +85,12 @@ class ReturnConditionedPolicy:
         self.n, self.t = n, 0
         self.rtg.reset(n)
         self.history = []
-        self.decoder = decoder_for(self.model.backbone, n) if self.stream else None
+        if self.stream:
+            key = (n, _weights_key(self.model.backbone))
+            if self.decoder is not None and key == self._decoder_key:
+                self.decoder.reset(n)  # same weights: keep the packed weights (and CUDA graphs)
+            else:
+                self.decoder, self._decoder_key = decoder_for(self.model.backbone, n), key
         self.pending = None
 
     def spend(self, reward) -> None:
