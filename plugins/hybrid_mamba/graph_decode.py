@@ -154,8 +154,8 @@ class GraphDecoder:
     and records again, over the weights packed when it was built.
 
     ``reset`` copies a new stream's state into the recorded buffers where it fits, so a caller
-    that keeps its decoder keeps the recordings; one built per episode (as the sequence policies
-    do) pays one warm-up step and ``d_conv`` recordings per episode."""
+    that keeps its decoder (the sequence policies do, between episodes) keeps the recordings; a
+    new decoder pays one warm-up step and ``d_conv`` recordings."""
 
     def __init__(self, backbone, batch_size: int, state: list[Any] | None = None):
         self.inner = StaticDecoder(backbone, batch_size, state)
