@@ -158,25 +158,25 @@ def test_graph_decoder_bookkeeping_with_an_emulated_recording(variant, cuda_call
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 @pytest.mark.parametrize("prefill", [0, 5])
 def test_graph_decoder_matches_the_reference_step_on_cuda(variant, prefill):
-    model = _backbone(**VARIANTS[variant]).cuda()
+    model = _backbone(**VARIANTS[variant]).cuda()  # safe: a CUDA-only test (needs_cuda)
     _run_against_reference(model, GraphDecoder, 3, 9, prefill, "cuda", 1e-4)
 
 
 @needs_cuda
 def test_graph_decoder_grows_resets_and_records_once_per_ring_slot_on_cuda():
-    model = _backbone().cuda()
+    model = _backbone().cuda()  # safe: a CUDA-only test (needs_cuda)
     ref, dec = _run_against_reference(model, GraphDecoder, 1, 70, 0, "cuda", 1e-4)  # capacity 64 -> 128
     assert len(dec.graphs) == model.layers[0].mixer.d_conv  # one recording per ring slot
     with torch.no_grad():
-        _, state = model.prefill(torch.randn(1, 10, model.d_model, device="cuda"))
+        _, state = model.prefill(torch.randn(1, 10, model.d_model, device="cuda"))  # safe: a CUDA-only test (needs_cuda)
     graphs = dict(dec.graphs)
     dec.reset(1, state)  # fits: copied in place, the recordings kept
     assert dec.graphs == graphs
     ref = StepDecoder(model, 1, state)
     for _ in range(6):
-        x = torch.randn(1, model.d_model, device="cuda")
+        x = torch.randn(1, model.d_model, device="cuda")  # safe: a CUDA-only test (needs_cuda)
         torch.testing.assert_close(dec.step(x), ref.step(x), atol=1e-4, rtol=0)
     dec.reset(2, None)  # another batch size: rebuilt
     ref = StepDecoder(model, 2)
-    x = torch.randn(2, model.d_model, device="cuda")
+    x = torch.randn(2, model.d_model, device="cuda")  # safe: a CUDA-only test (needs_cuda)
     torch.testing.assert_close(dec.step(x), ref.step(x), atol=1e-4, rtol=0)

@@ -13,7 +13,6 @@ run of the whole suite under the interpreter), or with a CUDA device, they run i
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 import subprocess
 import sys
@@ -25,9 +24,10 @@ import torch.nn.functional as F
 
 from mamba4net.plugins.hybrid_mamba.ssd import ssd_scan_ref, ssd_step
 from mamba4net.plugins.losses.terms import kd_loss_ref
+from mamba4net.plugins.triton_kernels.registry import triton_available
 
 INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
-COMPILED = not INTERPRETING and torch.cuda.is_available() and importlib.util.find_spec("triton") is not None
+COMPILED = not INTERPRETING and torch.cuda.is_available() and triton_available("cuda")
 DEVICE = "cuda" if COMPILED else "cpu"
 needs_triton = pytest.mark.skipif(
     not (INTERPRETING or COMPILED),

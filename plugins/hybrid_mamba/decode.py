@@ -59,6 +59,12 @@ def _packed(weight: Tensor, scale: Tensor | None = None) -> Tensor:
     return w.t().contiguous()
 
 
+def _apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """RoPE with table rows ``cos``/``sin`` (..., hd): ``x cos + rotate_half(x) sin`` in two ops."""
+    half = x.shape[-1] // 2
+    return torch.addcmul(x * cos, torch.cat([-x[..., half:], x[..., :half]], dim=-1), sin)
+
+
 def _copy(t: Tensor | None) -> Tensor | None:
     return None if t is None else t.detach().clone()
 
@@ -225,10 +231,7 @@ class _AttentionStep:
         self._tables(self.k.shape[2])
 
     def _rope(self, x: Tensor, T: int = 1) -> Tensor:  # at positions t .. t+T-1 (x (..., T, hd)), from the tables
-        cos, sin = self.cos[self.t : self.t + T], self.sin[self.t : self.t + T]
-        half = self.hd // 2
-        rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-        return torch.addcmul(x * cos, rotated, sin)
+        return _apply_rope(x, self.cos[self.t : self.t + T], self.sin[self.t : self.t + T])
 
     def __call__(self, h: Tensor) -> Tensor:
         return self.many(h[:, None])[:, 0]
@@ -263,10 +266,12 @@ class FusedDecoder:
     """A hybrid Mamba backbone's step with prepacked weights and in-place, preallocated state
     (float32 or float64 models; see the module docstring)."""
 
+    attention_step = _AttentionStep  # the class stepping an attention layer
+
     def __init__(self, backbone, batch_size: int, state: list[Any] | None = None):
         with torch.no_grad():
             states = state if state is not None else [None] * len(backbone.layers)
-            self.layers = [(_AttentionStep if layer.is_attention else _MambaStep)(layer, batch_size, s)
+            self.layers = [(self.attention_step if layer.is_attention else _MambaStep)(layer, batch_size, s)
                            for layer, s in zip(backbone.layers, states)]
             self.eps_f, self.w_f = backbone.norm_f.eps, _copy(backbone.norm_f.weight)
 

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .attention import KVCache
-from .decode import FusedDecoder, _AttentionStep, _matmul, _MambaStep, _rms
+from .decode import FusedDecoder, _apply_rope, _AttentionStep, _matmul, _MambaStep, _rms
 
 
 class StaticAttentionStep(_AttentionStep):
@@ -70,9 +70,7 @@ class StaticAttentionStep(_AttentionStep):
         k, v = k.view(b, self.KV, 1, self.hd), v.view(b, self.KV, 1, self.hd)
         if self.rotary is not None:
             cos, sin = self.cos.index_select(0, self.pos), self.sin.index_select(0, self.pos)  # (1, hd)
-            half = self.hd // 2
-            q = torch.addcmul(q * cos, torch.cat([-q[..., half:], q[..., :half]], dim=-1), sin)
-            k = torch.addcmul(k * cos, torch.cat([-k[..., half:], k[..., :half]], dim=-1), sin)
+            q, k = _apply_rope(q, cos, sin), _apply_rope(k, cos, sin)
         self.k.index_copy_(2, self.pos, k)
         self.v.index_copy_(2, self.pos, v)
         filled = (self.slots <= self.pos)[None, :]  # (1, capacity): the slots this query sees
@@ -83,22 +81,14 @@ class StaticAttentionStep(_AttentionStep):
         rows = h + _matmul(o.reshape(b, self.H * self.hd), self.w_o, self.b_o)
         return rows if self.mlp is None else self.mlp(rows)
 
-    def many(self, h: Tensor) -> Tensor:
-        return torch.stack([self(h[:, i]) for i in range(h.shape[1])], 1)
-
 
 class StaticDecoder(FusedDecoder):
     """The fused decoder whose steps have no position-dependent shapes (see the module docstring)."""
 
-    def __init__(self, backbone, batch_size: int, state: list[Any] | None = None):
-        with torch.no_grad():
-            states = state if state is not None else [None] * len(backbone.layers)
-            self.layers = [(StaticAttentionStep if layer.is_attention else _MambaStep)(layer, batch_size, s)
-                           for layer, s in zip(backbone.layers, states)]
-            self.eps_f, self.w_f = backbone.norm_f.eps, backbone.norm_f.weight.detach().clone()
+    attention_step = StaticAttentionStep
 
     @torch.inference_mode()
-    def step_many(self, x: Tensor) -> Tensor:
+    def step_many(self, x: Tensor) -> Tensor:  # token by token: a step's shapes never depend on T
         return torch.stack([self.step(x[:, i]) for i in range(x.shape[1])], 1)
 
     def ring_slots(self) -> tuple[int, ...]:
