@@ -10,6 +10,11 @@ wrapper of the ``StreamingBackbone`` protocol's ``init_state``/``step``. Either 
     decoder.step_many(x)  # optional: x (B, T, D), T tokens per stream -> hidden (B, T, D) in one call
 
 ``step_tokens(decoder, x)`` calls ``step_many`` where a decoder has it, else ``step`` T times.
+
+A recurrent backbone (``can_stream``: the student) keeps a constant-size state. A backbone may
+instead offer only ``decoder(...)`` (``has_decoder``), e.g. the LLM teacher's KV cache: a stream
+then attends to all of itself, so it equals re-encoding only a context that starts where the
+stream starts.
 """
 
 from __future__ import annotations
@@ -25,6 +30,14 @@ def can_stream(backbone_or_model) -> bool:
     (``init_state``/``step``)."""
     b = getattr(backbone_or_model, "backbone", backbone_or_model)
     return callable(getattr(b, "init_state", None)) and callable(getattr(b, "step", None))
+
+
+def has_decoder(backbone_or_model) -> bool:
+    """Whether a backbone (or a model's ``.backbone``) has a streaming decoder: a recurrent step
+    (:func:`can_stream`) or a ``decoder(...)`` of its own, such as a teacher's KV cache, whose
+    cost per token grows with the stream."""
+    b = getattr(backbone_or_model, "backbone", backbone_or_model)
+    return can_stream(b) or callable(getattr(b, "decoder", None))
 
 
 class StepDecoder:

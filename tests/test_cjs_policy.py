@@ -271,14 +271,21 @@ def test_job_set_structure_is_rebuilt_only_when_the_active_jobs_change(tmp_path)
     assert 3 <= changes < n / 4  # 3 arrivals at least, and far fewer changes than decisions
 
 
-def test_teacher_cannot_stream_and_says_so(tmp_path, tiny_teacher):
+def test_teacher_streams_its_blocks_with_a_kv_cache_like_re_encoding(tmp_path, tiny_teacher):
+    """The LLM teacher has no recurrent step; CJS's context blocks let it decide from a KV cache of
+    the block (live encoding of the newest decision only) with the decisions of re-encoding."""
     task = _task(tmp_path)
+    torch.manual_seed(1)
     model = _model(tiny_teacher.d_model, tiny_teacher, task)
-    if can_stream(model):
-        pytest.skip("this teacher backbone has a recurrent step")
-    with pytest.raises(ValueError, match="reencode"):
-        SequenceScheduler(model, mode="stream", window=4, max_stages=4, limits=[1, 2], return_scale=1.0,
-                          target_return=0.0)
+    assert not can_stream(model)
+    kw = dict(window=4, max_stages=4, limits=task.limits, return_scale=100.0, target_return=-60.0)
+    cached = SequenceScheduler(model, **kw)  # mode auto
+    assert cached.stream and cached.live
+    a, time_a = _play(cached, task.params.cluster, jobs=3, max_decisions=10_000)
+    b, time_b = _play(SequenceScheduler(model, mode="reencode", **kw), task.params.cluster, jobs=3,
+                      max_decisions=10_000)
+    assert a == b and time_a == time_b
+    assert len(a) > 20 and len({p[:2] for p in a}) > 3  # a whole episode of varied decisions
 
 
 def test_evaluate_rule_baseline_and_tiny_model(tmp_path, tiny_student):

@@ -209,6 +209,29 @@ def test_streaming_decides_like_re_encoding(tiny_student, context, window):
     assert len(streamed.history) == (8 % window or window if context == "blocks" else 8)
 
 
+def test_a_kv_cache_teacher_streams_context_blocks_like_re_encoding(tiny_teacher):
+    """The LLM teacher has no recurrent step but a KV-cache decoder: with context blocks it
+    streams (mode auto) and decides as re-encoding each block does; a sliding window it re-encodes,
+    and refuses to stream, naming why."""
+    torch.manual_seed(0)
+    d = tiny_teacher.d_model
+    model = NetModel(_Encoder(d), tiny_teacher, _Head(d)).eval()
+    rng = np.random.default_rng(1)
+    obs, rewards = rng.normal(size=(4, 8)), rng.normal(size=(4, 8))
+    kw = dict(window=3, return_scale=5.0, target_return=10.0, context="blocks")
+    cached, reencoded = _ToyPolicy(model, **kw), _ToyPolicy(model, mode="reencode", **kw)
+    assert cached.stream and not reencoded.stream
+    a = _play(cached, obs, rewards)
+    np.testing.assert_array_equal(a, _play(reencoded, obs, rewards))
+    assert len(set(a.ravel().tolist())) > 1  # the actions depend on the input: the check can fail
+    cache = cached.decoder.states()  # the last block (decisions 6 and 7): its 2 x 3 tokens, no more
+    assert cache.get_seq_length() == 5  # the block's last action token is never stepped
+    sliding = dict(kw, context="sliding")
+    assert not _ToyPolicy(model, **sliding).stream
+    with pytest.raises(ValueError, match="context blocks only"):
+        _ToyPolicy(model, mode="stream", **sliding)
+
+
 def test_the_decoder_is_reused_across_episodes_until_the_weights_change(tiny_student):
     """A second episode resets the first one's decoder (same decisions as a new policy); a change
     of the weights in place, or another number of streams, builds a new one."""

@@ -124,6 +124,15 @@ class HFTeacherBackbone(nn.Module):
         out = self.base_model(inputs_embeds=x[:, None].to(self.dtype), past_key_values=cache, use_cache=True)
         return out.last_hidden_state[:, 0].to(x.dtype), out.past_key_values  # (B, D)
 
+    def decoder(self, batch_size: int, state: Any = None) -> "KVCacheDecoder":
+        """A streaming decoder over a KV cache (:func:`mamba4net.core.streaming.decoder_for`):
+        each token attends to the whole stream so far, as in :meth:`forward` over it. Exact
+        against re-encoding only while the stream starts where a re-encoded context does (a
+        policy's context *blocks*, not a sliding window)."""
+        from .decoder import KVCacheDecoder
+
+        return KVCacheDecoder(self, batch_size, state)
+
     # ---------------------------------------------------------------------------------------
     # Taps (mamba4net.core.taps): what loss terms may read of a forward pass
     # ---------------------------------------------------------------------------------------

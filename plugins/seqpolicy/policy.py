@@ -14,8 +14,12 @@ token* the next decision sees. Two ways to decide, chosen by what the backbone c
   where the decoder has ``step_many``). The history is never re-encoded: work and memory per
   decision are constant. The decoder is reset for the next episode, and built again only when
   the weights have changed (a decoder snapshots them).
-* **re-encoding** (any backbone, e.g. the LLM teacher): the model runs over the decisions in
-  context and the newest one is read.
+  With context *blocks* (below) a backbone that has only a KV-cache decoder (the LLM teacher,
+  :func:`~mamba4net.core.streaming.has_decoder`) streams the same way: the cache restarts with
+  each block, so each decision runs only its own tokens against the block's cached keys and
+  values, and takes the decision re-encoding the block would (up to float rounding).
+* **re-encoding** (any backbone): the model runs over the decisions in context and the newest one
+  is read.
 
 The context is either ``"sliding"`` (the last ``window`` decisions; streaming keeps the whole
 episode in its state) or ``"blocks"`` (decisions grouped in blocks of ``window`` from the
@@ -37,7 +41,7 @@ import torch
 from torch import Tensor
 
 from mamba4net.core.runtime import decision_threads
-from mamba4net.core.streaming import can_stream, decoder_for, step_tokens
+from mamba4net.core.streaming import can_stream, decoder_for, has_decoder, step_tokens
 
 from .returns import ReturnToGo
 
@@ -64,12 +68,14 @@ class ReturnConditionedPolicy:
             raise ValueError(f"unknown policy mode {mode!r}; expected {', '.join(MODES)}")
         if context not in CONTEXTS:
             raise ValueError(f"unknown policy context {context!r}; expected {', '.join(CONTEXTS)}")
-        if mode == "stream" and not can_stream(model):
-            raise ValueError(f"{type(model.backbone).__name__} has no recurrent step: use mode 'reencode'")
+        streamable = can_stream(model) or (context == "blocks" and has_decoder(model))
+        if mode == "stream" and not streamable:
+            kv = " (its KV-cache decoder is exact for context blocks only)" if has_decoder(model) else ""
+            raise ValueError(f"{type(model.backbone).__name__} has no recurrent step{kv}: use mode 'reencode'")
         if window < 1:
             raise ValueError(f"a policy's window must be at least 1 decision, got {window}")
         self.model, self.window, self.context = model, window, context
-        self.stream = can_stream(model) if mode == "auto" else mode == "stream"
+        self.stream = streamable if mode == "auto" else mode == "stream"
         self.rtg = ReturnToGo(target_return, return_scale, rtg_dtype)
         p = next(model.parameters())
         self.device, self.dtype = p.device, p.dtype
