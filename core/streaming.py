@@ -19,6 +19,7 @@ stream starts.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -32,12 +33,19 @@ def can_stream(backbone_or_model) -> bool:
     return callable(getattr(b, "init_state", None)) and callable(getattr(b, "step", None))
 
 
+def _own_decoder(backbone):
+    """The backbone's ``decoder`` method, if it has one (not a submodule that happens to be named
+    ``decoder``, e.g. an LSTM baseline's)."""
+    make = getattr(backbone, "decoder", None)
+    return make if inspect.ismethod(make) else None
+
+
 def has_decoder(backbone_or_model) -> bool:
     """Whether a backbone (or a model's ``.backbone``) has a streaming decoder: a recurrent step
-    (:func:`can_stream`) or a ``decoder(...)`` of its own, such as a teacher's KV cache, whose
-    cost per token grows with the stream."""
+    (:func:`can_stream`) or a ``decoder(...)`` method of its own, such as a teacher's KV cache,
+    whose cost per token grows with the stream."""
     b = getattr(backbone_or_model, "backbone", backbone_or_model)
-    return can_stream(b) or callable(getattr(b, "decoder", None))
+    return can_stream(b) or _own_decoder(b) is not None
 
 
 class StepDecoder:
@@ -61,8 +69,8 @@ class StepDecoder:
 
 def decoder_for(backbone, batch_size: int, state: Any = None):
     """The fastest streaming decoder ``backbone`` offers for ``batch_size`` streams."""
-    make = getattr(backbone, "decoder", None)
-    if callable(make):
+    make = _own_decoder(backbone)
+    if make is not None:
         return make(batch_size, state)
     if not can_stream(backbone):
         raise TypeError(f"{type(backbone).__name__} has no recurrent step (init_state/step)")

@@ -7,8 +7,9 @@ with context *blocks*: decisions are grouped in blocks of ``window`` from the ep
 training windows, :mod:`.windows`) and the context restarts at every block. This module says what
 a CJS decision is:
 
-* **streaming** (the hybrid Mamba student): the decision's k stage tokens and its executor token go
-  through the backbone's streaming decoder one step each; both heads read the executor token's
+* **streaming** (the hybrid Mamba student; the LLM teacher too, from a KV cache of the block,
+  since the context restarts at each block): the decision's k stage tokens and its executor token
+  go through the backbone's streaming decoder one step each; both heads read the executor token's
   hidden state (the stage head a pointer over the k stage hidden states kept from those steps);
   then the action token is stepped in (not after a block's last decision). With
   ``encoding="live"`` (the default) the tokens come from
@@ -16,7 +17,7 @@ a CJS decision is:
   arrives or completes (:class:`.graph.JobSetCache`); ``encoding="batch"`` builds a one-decision
   batch as training does. The tokens are the same bit for bit, so the decisions are too (tests
   check it).
-* **re-encoding** (any backbone, e.g. the LLM teacher): the model runs over the block's decisions
+* **re-encoding** (any backbone, ``mode="reencode"``): the model runs over the block's decisions
   so far and reads the newest one.
 
 Return conditioning: the first decision asks for ``target_return`` (job-seconds, negative); before

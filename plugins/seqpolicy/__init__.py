@@ -11,8 +11,9 @@ here, once, and :mod:`mamba4net.plugins.abr` and :mod:`mamba4net.plugins.cjs` ar
   checked on load; :class:`StoredPool`), cached by their spec (:func:`cached_pool`);
 * :mod:`.windows`: training samples as windows over a pool's episodes (:func:`episode_windows`);
 * :mod:`.policy`: a trained model playing the simulator (:class:`ReturnConditionedPolicy`),
-  streaming (constant work per decision, for a backbone with a recurrent step) or re-encoding its
-  context (any backbone), with the same decisions either way.
+  streaming (constant work per decision for a backbone with a recurrent step; with context
+  blocks, also a teacher's KV cache of the block) or re-encoding its context (any backbone), with
+  the same decisions either way.
 
 The task keeps what is its own: the simulator, what a decision's tokens are and how the head's
 output becomes an action. This package registers no hooks; a task plugin imports it.
