@@ -112,14 +112,19 @@ def main(argv: list[str] | None = None) -> int:
            "num_executors": p.cluster.num_executors, "rows": rows, "load_average_end": os.getloadavg()}
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.with_suffix(".json").write_text(json.dumps(out, indent=2) + "\n")
+    from mamba4net.core.bench.run import _cpu_name  # the bench's own description of the CPU
+
+    out["cpu"] = _cpu_name()
     lines = [f"# CJS: decisions and limits at or below a job's executors ({args.split} sequence {args.episode}, "
-             f"{args.jobs} jobs)", "", f"`{out['command']}`", "",
+             f"{args.jobs} jobs)", "", f"`{out['command']}`  ",
+             f"{out['cpu']}, 1 thread; the schedulers are deterministic, so these numbers do not depend on the "
+             f"machine's load.", "",
              "| scheduler | decisions | per job | avg JCT (s) | limit at/below the job's executors |",
              "|---|---:|---:|---:|---:|"]
     for name, r in rows.items():
         lines.append(f"| {name} | {r['decisions']} | {r['decisions_per_job']:.0f} | {r['avg_jct_s']:.1f} | "
                      f"{100 * r['at_or_below_share']:.0f}% |")
+    path.with_suffix(".json").write_text(json.dumps(out, indent=2) + "\n")
     path.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
