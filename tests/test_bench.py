@@ -164,6 +164,19 @@ def test_teacher_kv_decoder_equals_the_forward_over_each_stream(tiny_teacher):
         dec.step_many(x)
 
 
+def test_teacher_kv_decoder_refuses_a_model_that_drops_its_cache(m4n_registry):
+    """transformers turns the cache off while a checkpointed model trains: one clear error, not
+    decisions from a stream whose positions restart at every call."""
+    from mamba4net.testing.toy import tiny_pipeline_config
+
+    node = dict(tiny_pipeline_config()["teacher"], gradient_checkpointing=True)
+    t = m4n_registry.build("teachers", node).train()
+    with pytest.raises(RuntimeError, match="no KV cache.*eval"):
+        decoder_for(t, 1).step_many(torch.randn(1, 3, t.d_model))
+    t.eval()
+    assert decoder_for(t, 1).step_many(torch.randn(1, 3, t.d_model)).shape == (1, 3, t.d_model)
+
+
 def test_state_sizes_constant_for_mamba_growing_for_kv(tiny_teacher, m4n_registry):
     node = {"name": "hybrid_mamba", "d_model": 16, "n_layers": 2, "d_state": 8, "headdim": 8,
             "chunk_size": 4, "attn_layers": [], "d_intermediate": 0}

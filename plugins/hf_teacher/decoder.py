@@ -35,6 +35,9 @@ class KVCacheDecoder:
             raise ValueError(f"expected ({self.batch_size}, T, {self.backbone.d_model}) tokens, got {tuple(x.shape)}")
         out = self.backbone.base_model(inputs_embeds=x.to(self.backbone.dtype), past_key_values=self.cache,
                                        use_cache=True)
+        if out.past_key_values is None:  # transformers drops the cache while training with checkpointing
+            raise RuntimeError(f"teacher {self.backbone.source or ''!r} returned no KV cache (in training mode with "
+                               f"gradient checkpointing?): decide with the model in eval() mode")
         self.cache = out.past_key_values
         return out.last_hidden_state.to(x.dtype)  # (B, T, D)
 
