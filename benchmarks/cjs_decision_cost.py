@@ -21,8 +21,9 @@ test sequence of the task (``--episode``) is played by four schedulers (:mod:`.p
 The two students play the sequence and must take the same decisions (``identical_decisions``);
 the teachers are asked at the live student's events while the live student's actions are
 applied, so all four are timed on the same decisions; the share of decisions on which the two
-teachers agree is reported (``teacher_agreement``: 1.0 but for float-rounding ties). After ``--warmup`` untimed decisions each, they play
-``--rounds`` times, interleaved (a change in the machine's load hits all four). A decision's cost
+teachers agree is reported (``teacher_agreement``: 1.0 but for float-rounding ties). After
+``--warmup`` untimed decisions each, they play ``--rounds`` times, interleaved (a change in the
+machine's load hits all four). A decision's cost
 is the scheduler's call (observation, tokens, backbone, heads), by the wall clock and by the
 process's CPU time. A last, separate pass of the live student splits its time into observation,
 tokens, decoder builds (one per episode; the reset at each context block counts in the rest), backbone steps, heads and the rest. Writes

@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     against = args.against or ["teacher.num_layers=30"]
 
+    from mamba4net.core.bench.command import _against_config  # the bench's checks of --against
     from mamba4net.core.bench.flops import flops_at
     from mamba4net.core.bench.run import _cpu_name, _load, backbone_flop_curve
     from mamba4net.core.config import load_config
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     device = apply_runtime(loaded)
     with tempfile.TemporaryDirectory(prefix="mamba4net-share-") as tmp:
         ctx = RunContext(loaded, reg, run=RunDir(tmp), out=RunDir(tmp), device=device)
-        teacher = build_netmodel(reg, load_config(args.config, threads + against, registry=reg), "teacher",
+        teacher = build_netmodel(reg, _against_config(Path(args.config), threads, against, loaded, reg), "teacher",
                                  ctx.task, loaded.cfg.seed).eval().backbone
         teacher.merge_lora()
         student = ctx.model("student").eval().backbone

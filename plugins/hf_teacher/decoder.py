@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor
 
 
@@ -29,17 +28,11 @@ class KVCacheDecoder:
     def reset(self, batch_size: int, state: Any = None) -> None:
         self.batch_size, self.cache = batch_size, state
 
-    @torch.no_grad()
     def step_many(self, x: Tensor) -> Tensor:
         if x.dim() != 3 or x.shape[0] != self.batch_size:
             raise ValueError(f"expected ({self.batch_size}, T, {self.backbone.d_model}) tokens, got {tuple(x.shape)}")
-        out = self.backbone.base_model(inputs_embeds=x.to(self.backbone.dtype), past_key_values=self.cache,
-                                       use_cache=True)
-        if out.past_key_values is None:  # transformers drops the cache while training with checkpointing
-            raise RuntimeError(f"teacher {self.backbone.source or ''!r} returned no KV cache (in training mode with "
-                               f"gradient checkpointing?): decide with the model in eval() mode")
-        self.cache = out.past_key_values
-        return out.last_hidden_state.to(x.dtype)  # (B, T, D)
+        hidden, self.cache = self.backbone.extend_cache(x, self.cache)
+        return hidden  # (B, T, D)
 
     def step(self, x: Tensor) -> Tensor:
         return self.step_many(x[:, None])[:, 0]

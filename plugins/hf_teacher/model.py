@@ -109,20 +109,27 @@ class HFTeacherBackbone(nn.Module):
     # ---------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def prefill_cache(self, inputs_embeds: Tensor) -> tuple[Tensor, Any]:
-        """Encode a history ``(B, L, D)`` and keep its keys/values: ``-> (hidden (B, L, D), cache)``.
-        The cache is a transformers ``DynamicCache`` that :meth:`step_cached` extends."""
-        x = inputs_embeds.to(self.dtype)  # (B, L, D)
-        out = self.base_model(inputs_embeds=x, use_cache=True)
-        return out.last_hidden_state.to(inputs_embeds.dtype), out.past_key_values
+    def extend_cache(self, x: Tensor, cache: Any) -> tuple[Tensor, Any]:
+        """``T`` new tokens per stream ``x (B, T, D)`` after the history held in ``cache`` (a
+        transformers ``DynamicCache``, grown in place; None: no history yet), at the positions that
+        follow it: ``-> (hidden (B, T, D), cache)``."""
+        out = self.base_model(inputs_embeds=x.to(self.dtype), past_key_values=cache, use_cache=True)
+        if out.past_key_values is None:  # transformers drops the cache while training with checkpointing
+            raise RuntimeError(f"teacher {self.source or ''!r} returned no KV cache (in training mode with "
+                               f"gradient checkpointing?): decide with the model in eval() mode")
+        return out.last_hidden_state.to(x.dtype), out.past_key_values
 
-    @torch.no_grad()
+    def prefill_cache(self, inputs_embeds: Tensor) -> tuple[Tensor, Any]:
+        """Encode a history ``(B, L, D)`` and keep its keys/values: ``-> (hidden (B, L, D), cache)``,
+        the cache :meth:`step_cached` extends."""
+        return self.extend_cache(inputs_embeds, None)
+
     def step_cached(self, x: Tensor, cache: Any) -> tuple[Tensor, Any]:
         """One new token per stream ``x (B, D) -> (y (B, D), cache)``. The cache grows by one
         position (in place): memory and attention cost per decision grow with the history, unlike
         a recurrent student's ``step``. ``cache=None`` starts an empty history."""
-        out = self.base_model(inputs_embeds=x[:, None].to(self.dtype), past_key_values=cache, use_cache=True)
-        return out.last_hidden_state[:, 0].to(x.dtype), out.past_key_values  # (B, D)
+        y, cache = self.extend_cache(x[:, None], cache)
+        return y[:, 0], cache  # (B, D)
 
     def decoder(self, batch_size: int, state: Any = None) -> "KVCacheDecoder":
         """A streaming decoder over a KV cache (:func:`mamba4net.core.streaming.decoder_for`):
