@@ -2,7 +2,7 @@
 models' forward passes interleaved call by call.
 
     python benchmarks/interleaved_share.py [--config examples/vp.yaml] [--against teacher.num_layers=30]
-        [--seq-len 1024] [--rounds 8] [--out FILE.json]
+        [--seq-len 1024] [--rounds 8] [--set KEY=VALUE ...] [--out FILE.json]
 
 ``mamba4net bench`` measures each point's teacher calls, then its student calls: at L = 1024 the
 30-layer teacher's calls fill about 13 s and the student's about 0.15 s, so a slow moment of a
@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seq-len", type=int, default=1024)
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--set", dest="overrides", action="append", default=[],
+                    help="config override, e.g. runtime.kernels.ssd_scan=ssd_scan_torch_chunked (repeatable)")
     ap.add_argument("--out", default=None, help="default: benchmarks/results/interleaved_share_vp_L<seq-len>_cpu.json")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -47,13 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     from mamba4net.core.bench.run import _cpu_name, _load, backbone_flop_curve
     from mamba4net.core.config import load_config
     from mamba4net.core.context import RunContext
+    from mamba4net.core.kernels import available_kernels
     from mamba4net.core.model import build_netmodel
     from mamba4net.core.runs import RunDir
     from mamba4net.core.runtime import apply_runtime
     from mamba4net.registry import default_registry
 
     reg = default_registry()
-    threads = [f"runtime.threads={args.threads}"]
+    threads = [f"runtime.threads={args.threads}", *args.overrides]
     loaded = load_config(args.config, threads, registry=reg)
     device = apply_runtime(loaded)
     with tempfile.TemporaryDirectory(prefix="mamba4net-share-") as tmp:
@@ -63,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         teacher.merge_lora()
         student = ctx.model("student").eval().backbone
     L = args.seq_len
+    # what the student's scan runs: the config's choice, else the registry's best on this device
+    scan = loaded.cfg.runtime.kernels.get("ssd_scan") or available_kernels("ssd_scan", device.type)[0]
     flop_ratio = flops_at(backbone_flop_curve("teacher", teacher, device), L) / \
         flops_at(backbone_flop_curve("student", student, device), L)
     xt, xs = torch.randn(1, L, teacher.d_model), torch.randn(1, L, student.d_model)
@@ -88,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     s_med = statistics.median(r["student_ms"] for r in rounds)
     shares = [r["share"] for r in rounds]
     out = {"command": "python benchmarks/interleaved_share.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "config": os.path.relpath(args.config, ROOT), "against": against, "seq_len": L, "flop_ratio": flop_ratio,
+           "config": os.path.relpath(args.config, ROOT), "against": against, "overrides": args.overrides,
+           "ssd_scan": scan, "seq_len": L, "flop_ratio": flop_ratio,
            "teacher_median_ms": t_med, "student_median_ms": s_med, "share_of_medians": t_med / s_med / flop_ratio,
            "share_median_over_rounds": statistics.median(shares), "share_min": min(shares), "share_max": max(shares),
            "rounds": rounds, "machine": {"cpu": _cpu_name(), "threads": args.threads, "torch": torch.__version__,

@@ -18,6 +18,8 @@ from mamba4net.plugins.hybrid_mamba.config import HybridMambaParams
 from mamba4net.plugins.hybrid_mamba.mixer import Mamba2Mixer, causal_depthwise_conv
 from mamba4net.plugins.hybrid_mamba.model import HybridMambaBackbone
 from mamba4net.plugins.hybrid_mamba.ssd import ssd_scan_chunked, ssd_scan_ref, ssd_step
+from mamba4net.plugins.cpu_kernels.plugin import ssd_scan_c_available
+from mamba4net.plugins.cpu_kernels.ssd_scan import ssd_scan_c
 from mamba4net.plugins.losses.terms import kd_loss, kd_loss_ref
 from mamba4net.plugins.triton_kernels import registry as tk_registry
 
@@ -36,12 +38,16 @@ def _fresh_choices(monkeypatch):
 # --- selection -----------------------------------------------------------------------------------
 
 
+# the C scan of the cpu_kernels plugin comes first where this machine can build it (tests/test_cpu_kernels.py)
+C_SCAN = ["ssd_scan_c"] if ssd_scan_c_available("cpu") else []
+
+
 def test_cpu_choices_and_order():
-    assert available_kernels("ssd_scan", "cpu") == ["ssd_scan_torch_chunked", "ssd_scan_torch_ref"]
+    assert available_kernels("ssd_scan", "cpu") == C_SCAN + ["ssd_scan_torch_chunked", "ssd_scan_torch_ref"]
     assert available_kernels("ssd_step", "cpu") == ["ssd_step_torch"]
     assert available_kernels("causal_conv1d", "cpu") == ["causal_conv1d_torch"]
     assert available_kernels("kd_loss", "cpu") == ["kd_loss_torch"]
-    assert resolve_kernel("ssd_scan", "cpu") is ssd_scan_chunked
+    assert resolve_kernel("ssd_scan", "cpu") is (ssd_scan_c if C_SCAN else ssd_scan_chunked)
     assert resolve_kernel("ssd_step", "cpu") is ssd_step
     assert resolve_kernel("causal_conv1d", "cpu") is causal_depthwise_conv
     assert resolve_kernel("kd_loss", "cpu") is kd_loss_ref
@@ -116,7 +122,8 @@ def test_choice_is_logged_once(caplog):
         for _ in range(3):
             resolve_kernel("ssd_scan", "cpu")
     lines = [r.getMessage() for r in caplog.records if "kernel ssd_scan on cpu" in r.getMessage()]
-    assert lines == ["kernel ssd_scan on cpu: ssd_scan_torch_chunked (from plugin hybrid_mamba)"]
+    chosen = "ssd_scan_c (from plugin cpu_kernels)" if C_SCAN else "ssd_scan_torch_chunked (from plugin hybrid_mamba)"
+    assert lines == [f"kernel ssd_scan on cpu: {chosen}"]
 
 
 # --- ops -----------------------------------------------------------------------------------------
@@ -234,7 +241,7 @@ def test_kernel_benchmark_script_smoke(tmp_path):
                 "--out", str(tmp_path)])
     rows = json.loads((tmp_path / "kernels_cpu.json").read_text())["results"]
     scan = {r["impl"] for r in rows if r["op"] == "ssd_scan"}
-    assert scan == {"ssd_scan_torch_chunked", "ssd_scan_torch_ref", "transformers_mamba2_torch"}
+    assert scan == {*C_SCAN, "ssd_scan_torch_chunked", "ssd_scan_torch_ref", "transformers_mamba2_torch"}
     assert {r["op"] for r in rows} == {"ssd_scan", "ssd_step", "causal_conv1d", "kd_loss"}
     assert all(r["max_abs_diff_vs_ref"] < 1e-3 and r["ms"] > 0 for r in rows)
     assert all(r["gbps"] is None for r in rows)  # bandwidth: GPUs only

@@ -215,9 +215,11 @@ def _ssd_scan_factored(
     else:  # the states entering the chunks go straight into the right factor, then decay in place
         states = right[:, :, :, :n]  # (b, c, g, n, hp) view
         states[:, 0] = start
+        # unbound once: one view per chunk from a single op, not three selects per step
+        s_k, st_k, d_k = s.unbind(1), states.unbind(1), d.unbind(1)
         for k in range(c - 1):
-            torch.addcmul(s[:, k], states[:, k], d[:, k], out=states[:, k + 1])
-        start = torch.addcmul(s[:, -1], states[:, -1], d[:, -1])
+            torch.addcmul(s_k[k], st_k[k], d_k[k], out=st_k[k + 1])
+        start = torch.addcmul(s_k[-1], st_k[-1], d_k[-1])
         states.mul_(d)
     final = start.view(b, g, n, hg, p).permute(0, 1, 3, 4, 2).reshape(b, h, p, n)
 
