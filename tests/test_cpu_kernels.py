@@ -5,6 +5,10 @@ the build (cached once per machine; no compiler or a failing one leaves the PyTo
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -53,7 +57,7 @@ def reference(x, dt, A, B, C, D, s0):
 def test_c_scan_matches_the_reference(b, l, h, p, g, n, with_d, with_s0):
     x, dt, A, B, C, D, s0 = inputs(b, l, h, p, g, n, seed=l * p + n)
     D, s0 = (D if with_d else None), (s0 if with_s0 else None)
-    assert runs_in_c(x, D)
+    assert runs_in_c(x, dt, A, B, C, D, s0)
     y, s = ssd_scan_c(x, dt, A, B, C, 4, D=D, initial_states=s0, return_final_states=True)
     y_ref, s_ref = reference(x, dt, A, B, C, D, s0)
     torch.testing.assert_close(y, y_ref, atol=2e-5, rtol=1e-4)
@@ -84,6 +88,25 @@ def test_a_stream_continues_from_its_final_state():
 
 
 @needs_c
+@pytest.mark.parametrize("layout", ["batch slice", "time-major dt", "transposed groups"])
+def test_any_strides_give_the_contiguous_result(layout):
+    """Views whose batch, time or group strides are not the contiguous ones: the same bits as
+    contiguous copies, and the reference's values."""
+    x, dt, A, B, C, D, s0 = inputs(4, 13, 4, 32, 2, 6, seed=11)
+    if layout == "batch slice":  # every other sequence: batch strides twice the contiguous ones
+        x, dt, B, C, s0 = x[::2], dt[::2], B[::2], C[::2], s0[::2]
+    if layout == "time-major dt":  # dt stored (l, b, h): its batch stride is smaller than its time stride
+        dt = dt.transpose(0, 1).contiguous().transpose(0, 1)
+    if layout == "transposed groups":  # B, C stored (b, l, n, g): groups not adjacent -> copied
+        B, C = (t.transpose(2, 3).contiguous().transpose(2, 3) for t in (B, C))
+    got = ssd_scan_c(x, dt, A, B, C, 4, D=D, initial_states=s0, return_final_states=True)
+    flat = [t.contiguous() for t in (x, dt, A, B, C)]
+    want = ssd_scan_c(*flat, 4, D=D, initial_states=s0.contiguous(), return_final_states=True)
+    assert all(torch.equal(a, w) for a, w in zip(got, want))
+    torch.testing.assert_close(got[0], reference(x, dt, A, B, C, D, s0)[0], atol=2e-5, rtol=1e-4)
+
+
+@needs_c
 def test_strided_views_as_the_mixer_passes_them():
     """x, B and C as views into one (b, l, conv_dim) tensor, as the mixer splits xBC: the same
     result as contiguous copies, to the bit."""
@@ -102,16 +125,17 @@ def test_strided_views_as_the_mixer_passes_them():
 
 @needs_c
 def test_threads_split_the_rows_without_changing_a_bit():
-    x, dt, A, B, C, D, s0 = inputs(3, 17, 5, 32, 1, 8, seed=9)  # 15 rows: uneven ranges
     threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = ssd_scan_c(x, dt, A, B, C, 4, D=D, initial_states=s0, return_final_states=True)
-        torch.set_num_threads(4)
-        four = ssd_scan_c(x, dt, A, B, C, 4, D=D, initial_states=s0, return_final_states=True)
-    finally:
-        torch.set_num_threads(threads)
-    assert all(torch.equal(a, b) for a, b in zip(one, four))
+    for shape in [(3, 17, 5, 32, 1, 8), (1, 9, 1, 16, 1, 4)]:  # 15 rows: uneven ranges; 1 row: 1 thread
+        x, dt, A, B, C, D, s0 = inputs(*shape, seed=9)
+        try:
+            torch.set_num_threads(1)
+            one = ssd_scan_c(x, dt, A, B, C, 4, D=D, initial_states=s0, return_final_states=True)
+            torch.set_num_threads(4)
+            four = ssd_scan_c(x, dt, A, B, C, 4, D=D, initial_states=s0, return_final_states=True)
+        finally:
+            torch.set_num_threads(threads)
+        assert all(torch.equal(a, b) for a, b in zip(one, four))
 
 
 # --- what goes to the chunked scan instead ------------------------------------------------------------
@@ -121,12 +145,16 @@ def test_threads_split_the_rows_without_changing_a_bit():
 def test_training_goes_to_the_chunked_scan_with_its_gradients():
     x, dt, A, B, C, D, s0 = inputs(2, 12, 2, 16, 1, 4, seed=1)
     x.requires_grad_(True)
-    assert not runs_in_c(x, D, dt, A, B, C)
+    assert not runs_in_c(x, dt, A, B, C, D)
     y = ssd_scan_c(x, dt, A, B, C, 4, D=D)
     assert y.grad_fn is not None
     torch.testing.assert_close(y, ssd_scan_chunked(x, dt, A, B, C, 4, D=D), atol=0, rtol=0)
     with torch.no_grad():  # the same call with nothing recording: the C kernel
-        assert runs_in_c(x, D, dt, A, B, C)
+        assert runs_in_c(x, dt, A, B, C, D)
+    x.requires_grad_(False)
+    s0.requires_grad_(True)  # a state that training reaches through
+    assert not runs_in_c(x, dt, A, B, C, D, s0)
+    assert ssd_scan_c(x, dt, A, B, C, 4, D=D, initial_states=s0).grad_fn is not None
 
 
 @pytest.mark.parametrize("case", ["float64", "p=8", "D per channel"])
@@ -136,9 +164,38 @@ def test_other_inputs_go_to_the_chunked_scan(case):
         x = x[..., :8]
     if case == "D per channel":
         D = torch.randn(2, 16)
-    assert not runs_in_c(x, D)
+    assert not runs_in_c(x, dt, A, B, C, D)
     torch.testing.assert_close(ssd_scan_c(x, dt, A, B, C, 4, D=D), ssd_scan_chunked(x, dt, A, B, C, 4, D=D),
                                atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("case", ["A broadcast", "D broadcast", "more groups than heads", "heads not per group",
+                                  "short initial state", "dt on the meta device"])
+def test_shapes_the_kernel_does_not_check_go_to_the_chunked_scan(case):
+    """Inputs the C kernel would index out of bounds: the chunked scan takes them, and gives its
+    result or its error (never a crash)."""
+    x, dt, A, B, C, D, s0 = inputs(2, 7, 4, 16, 2, 4, seed=4)
+    if case == "A broadcast":
+        A = A[:1]
+    if case == "D broadcast":
+        D = D[:1]
+    if case == "more groups than heads":
+        B, C = torch.randn(2, 7, 8, 4), torch.randn(2, 7, 8, 4)
+    if case == "heads not per group":
+        B, C = torch.randn(2, 7, 3, 4), torch.randn(2, 7, 3, 4)
+    if case == "short initial state":
+        s0 = s0[:1]
+    if case == "dt on the meta device":
+        dt = dt.to("meta")
+    assert not runs_in_c(x, dt, A, B, C, D, s0)
+    try:
+        want = ssd_scan_chunked(x, dt, A, B, C, 4, D=D, initial_states=s0)
+    except Exception as exc:  # noqa: BLE001 -- whatever the chunked scan raises, the C scan raises too
+        with pytest.raises(type(exc)):
+            ssd_scan_c(x, dt, A, B, C, 4, D=D, initial_states=s0)
+    else:
+        got = ssd_scan_c(x, dt, A, B, C, 4, D=D, initial_states=s0)
+        assert got.shape == want.shape and (got.device.type == "meta" or torch.equal(got, want))
 
 
 # --- the build -----------------------------------------------------------------------------------------
@@ -165,13 +222,44 @@ def test_the_library_is_built_once_per_machine_and_source(fresh_build, monkeypat
     assert list((fresh_build / "kernels").iterdir()) == [built]
 
 
-def test_no_compiler_leaves_the_pytorch_scan(fresh_build, monkeypatch):
+@needs_c
+def test_a_cached_library_that_does_not_load_is_rebuilt(fresh_build):
+    """In a new process (this one keeps the library it opened under that name)."""
+    assert build.load("ssd_scan") is not None
+    [built] = (fresh_build / "kernels").glob("ssd_scan-*.so")
+    built.write_bytes(b"truncated")
+    code = "from mamba4net.plugins.cpu_kernels import build; assert build.load('ssd_scan') is not None"
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "MAMBA4NET_CACHE": str(fresh_build)})
+    assert built.read_bytes() != b"truncated"  # built again
+
+
+@needs_c
+def test_cc_may_carry_arguments(fresh_build, monkeypatch):
+    cc = build.compiler()[0]
+    monkeypatch.setenv("CC", f"env {cc}")
+    assert build.compiler() == [shutil.which("env"), cc]
+    assert build.load("ssd_scan") is not None
+
+
+def test_an_unwritable_cache_is_one_warning_and_the_pytorch_scan(fresh_build, monkeypatch, caplog, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("MAMBA4NET_CACHE", str(blocker))  # a file where the cache folder should be
+    with caplog.at_level(logging.INFO, logger="mamba4net"):
+        assert build.load("ssd_scan") is None
+    assert any(r.levelno == logging.WARNING and "ssd_scan" in r.getMessage() for r in caplog.records)
+    assert not ssd_scan_c_available("cpu")
+
+
+def test_no_compiler_leaves_the_pytorch_scan(fresh_build, monkeypatch, caplog):
     monkeypatch.setattr(build, "compiler", lambda: None)
-    assert build.load("ssd_scan") is None
+    with caplog.at_level(logging.INFO, logger="mamba4net"):
+        assert build.load("ssd_scan") is None
+    assert any("no C compiler" in r.getMessage() for r in caplog.records)
     assert not ssd_scan_c_available("cpu")
     assert available_kernels("ssd_scan", "cpu")[0] == "ssd_scan_torch_chunked"
     x, dt, A, B, C, D, _ = inputs(1, 5, 2, 16, 1, 4)
-    assert not runs_in_c(x, D)  # and a direct call still scans, by the chunked path
+    assert not runs_in_c(x, dt, A, B, C, D)  # and a direct call still scans, by the chunked path
     torch.testing.assert_close(ssd_scan_c(x, dt, A, B, C, 4, D=D), ssd_scan_chunked(x, dt, A, B, C, 4, D=D))
 
 

@@ -16,10 +16,14 @@
  *     A, D (h,) (D may be NULL)                    y (b, l, h, p) contiguous, written
  *     state (b, h, p, n) contiguous: read as the initial state, overwritten with the final one
  * Rows first <= b * h + h_index < last are scanned, so that callers can split the work between
- * threads. Returns 0, or 1 when out of memory, 2 when p is not a multiple of 16.
+ * threads. Returns 0, or 1 when out of memory, 2 when p is not a multiple of 16. The caller checks
+ * the shapes (h a multiple of g, A and D of h entries, every tensor as large as its strides say).
  */
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
+
+typedef int64_t i64;  /* sizes, strides and offsets: 64 bits on every platform */
 
 typedef float v16 __attribute__((vector_size(64)));
 
@@ -30,11 +34,11 @@ static inline v16 splat(float s) { return (v16){0} + s; }
 /* All l steps of NB (1 or 2) blocks of 16 channels of one head. S: the blocks' state, n x NB
  * vectors (row j holds S[:, j] for those channels). */
 static inline __attribute__((always_inline)) void
-scan_blocks(const int NB, long l, long n, const float *x, long sxl, const float *dt, long sdl,
-            float A, const float *B, long sbl, const float *C, long scl, float D,
-            v16 *S, float *y, long syl)
+scan_blocks(const int NB, i64 l, i64 n, const float *x, i64 sxl, const float *dt, i64 sdl,
+            float A, const float *B, i64 sbl, const float *C, i64 scl, float D,
+            v16 *S, float *y, i64 syl)
 {
-    for (long t = 0; t < l; ++t) {
+    for (i64 t = 0; t < l; ++t) {
         const float *Bt = B + t * sbl, *Ct = C + t * scl;
         float d = dt[t * sdl];
         v16 a = splat(expf(d * A));
@@ -44,7 +48,7 @@ scan_blocks(const int NB, long l, long n, const float *x, long sxl, const float 
             y0[k] = splat(D) * xv[k];
             y1[k] = splat(0.0f);
         }
-        long j = 0;
+        i64 j = 0;
         for (; j + 1 < n; j += 2) {  /* two accumulators per block: shorter dependency chains */
             v16 b0 = splat(d * Bt[j]), c0 = splat(Ct[j]), b1 = splat(d * Bt[j + 1]), c1 = splat(Ct[j + 1]);
             for (int k = 0; k < NB; ++k) {
@@ -68,27 +72,27 @@ scan_blocks(const int NB, long l, long n, const float *x, long sxl, const float 
     }
 }
 
-int ssd_scan_f32(long l, long h, long p, long g, long n,
-                 const float *x, long sxb, long sxl, long sxh,
-                 const float *dt, long sdb, long sdl,
+int ssd_scan_f32(i64 l, i64 h, i64 p, i64 g, i64 n,
+                 const float *x, i64 sxb, i64 sxl, i64 sxh,
+                 const float *dt, i64 sdb, i64 sdl,
                  const float *A,
-                 const float *B, long sbb, long sbl,
-                 const float *C, long scb, long scl,
+                 const float *B, i64 sbb, i64 sbl,
+                 const float *C, i64 scb, i64 scl,
                  const float *D,
-                 float *state, float *y, long first, long last)
+                 float *state, float *y, i64 first, i64 last)
 {
     if (p % 16) return 2;
-    v16 *S = aligned_alloc(64, sizeof(v16) * (size_t)(2 * n));
+    v16 *S = aligned_alloc(64, sizeof(v16) * (size_t)(2 * (n > 0 ? n : 1)));
     if (!S) return 1;
-    long hg = h / g;
-    for (long bh = first; bh < last; ++bh) {
-        long bi = bh / h, hi = bh % h, gi = hi / hg;
+    i64 hg = h / g;
+    for (i64 bh = first; bh < last; ++bh) {
+        i64 bi = bh / h, hi = bh % h, gi = hi / hg;
         float *st = state + bh * p * n;  /* (p, n) */
-        for (long k0 = 0; k0 < p; k0 += 32) {  /* channels k0 .. k0 + 16 nb of the head */
+        for (i64 k0 = 0; k0 < p; k0 += 32) {  /* channels k0 .. k0 + 16 nb of the head */
             int nb = p - k0 >= 32 ? 2 : 1;
-            for (long j = 0; j < n; ++j) {  /* the state in, transposed */
+            for (i64 j = 0; j < n; ++j) {  /* the state in, transposed */
                 float col[32];
-                for (long k = 0; k < 16 * nb; ++k) col[k] = st[(k0 + k) * n + j];
+                for (i64 k = 0; k < 16 * nb; ++k) col[k] = st[(k0 + k) * n + j];
                 for (int k = 0; k < nb; ++k) S[j * nb + k] = vload(col + 16 * k);
             }
             const float *xs = x + bi * sxb + hi * sxh + k0, *dts = dt + bi * sdb + hi;
@@ -99,10 +103,10 @@ int ssd_scan_f32(long l, long h, long p, long g, long n,
                 scan_blocks(2, l, n, xs, sxl, dts, sdl, A[hi], Bs, sbl, Cs, scl, Dh, S, ys, h * p);
             else
                 scan_blocks(1, l, n, xs, sxl, dts, sdl, A[hi], Bs, sbl, Cs, scl, Dh, S, ys, h * p);
-            for (long j = 0; j < n; ++j) {  /* the state out */
+            for (i64 j = 0; j < n; ++j) {  /* the state out */
                 float col[32];
                 for (int k = 0; k < nb; ++k) vstore(col + 16 * k, S[j * nb + k]);
-                for (long k = 0; k < 16 * nb; ++k) st[(k0 + k) * n + j] = col[k];
+                for (i64 k = 0; k < 16 * nb; ++k) st[(k0 + k) * n + j] = col[k];
             }
         }
     }

@@ -1,17 +1,19 @@
 """``ssd_scan_c``: the ``ssd_scan`` op by this plugin's C recurrence (``ssd_scan.c``), for inference
 on the CPU; every other call goes to the chunked PyTorch scan, which it equals to float rounding.
 
-The C kernel serves calls that autograd does not record, with float32 ``x``, a head size ``p``
-that is a multiple of 16 and ``D`` of shape (h,) (or none), outside ONNX export and compilation.
-It splits the (batch, head) rows between ``torch.get_num_threads()`` threads (ctypes releases the
-GIL during the call). Anything else (training, float64 gradient checks, half precision, other
-shapes) is scanned by :func:`mamba4net.plugins.hybrid_mamba.ssd.ssd_scan_chunked`.
+The C kernel serves calls that autograd does not record, on plain CPU tensors of the op's exact
+shapes, with float32 ``x``, a head size ``p`` that is a multiple of 16 and ``D`` of shape (h,) (or
+none), outside ONNX export, tracing and compilation. It splits the (batch, head) rows between
+``torch.get_num_threads()`` threads (ctypes releases the GIL during the call). Anything else
+(training, float64 gradient checks, half precision, broadcast or malformed shapes, which the
+chunked scan then reports) is scanned by :func:`mamba4net.plugins.hybrid_mamba.ssd.ssd_scan_chunked`.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -21,9 +23,10 @@ from mamba4net.plugins.hybrid_mamba.ssd import ssd_scan_chunked
 
 from .build import load
 
-_L, _P = ctypes.c_long, ctypes.c_void_p
-_ARGTYPES = [_L] * 5 + [_P, _L, _L, _L, _P, _L, _L, _P, _P, _L, _L, _P, _L, _L, _P, _P, _P, _L, _L]
+_I, _P = ctypes.c_int64, ctypes.c_void_p
+_ARGTYPES = [_I] * 5 + [_P, _I, _I, _I, _P, _I, _I, _P, _P, _I, _I, _P, _I, _I, _P, _P, _P, _I, _I]
 _pools: dict[tuple[int, int], ThreadPoolExecutor] = {}  # by (process id, threads): a forked child has no threads
+_pools_lock = threading.Lock()
 
 
 def library() -> ctypes.CDLL | None:
@@ -35,13 +38,42 @@ def library() -> ctypes.CDLL | None:
     return lib
 
 
-def runs_in_c(x: Tensor, D: Tensor | None, *tensors: Tensor | None) -> bool:
-    """Whether :func:`ssd_scan_c` hands these inputs to the C kernel (else to the chunked scan)."""
+def _plain_cpu(t: Tensor | None) -> bool:
+    """A tensor whose data the kernel may read through its pointer: dense, on the CPU, not a
+    subclass (a Parameter excepted) or a functorch wrapper."""
+    if t is None:
+        return True
+    wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", lambda _: False)
+    return (t.device.type == "cpu" and t.layout == torch.strided and type(t) in (Tensor, torch.nn.Parameter)
+            and not wrapped(t))
+
+
+def _shapes_ok(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
+               initial_states: Tensor | None) -> bool:
+    """The op's exact shapes (nothing broadcast): the kernel indexes by them without checking."""
+    if x.dim() != 4 or B.dim() != 4:
+        return False
+    b, l, h, p = x.shape
+    g, n = B.shape[2], B.shape[3]
     return (
-        x.device.type == "cpu" and x.dtype == torch.float32 and x.shape[-1] % 16 == 0
-        and (D is None or D.dim() == 1)
-        and not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, D, *tensors)))
-        and not torch.onnx.is_in_onnx_export() and not torch.compiler.is_compiling()
+        g >= 1 and h % g == 0 and tuple(dt.shape) == (b, l, h) and tuple(A.shape) == (h,)
+        and tuple(B.shape) == tuple(C.shape) == (b, l, g, n)
+        and (D is None or tuple(D.shape) == (h,))
+        and (initial_states is None or tuple(initial_states.shape) == (b, h, p, n))
+    )
+
+
+def runs_in_c(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
+              initial_states: Tensor | None = None) -> bool:
+    """Whether :func:`ssd_scan_c` hands these inputs to the C kernel (else to the chunked scan)."""
+    tensors = (x, dt, A, B, C, D, initial_states)
+    return (
+        x.dtype == torch.float32 and x.dim() == 4 and x.shape[-1] % 16 == 0
+        and all(_plain_cpu(t) for t in tensors)
+        and all(t is None or t.is_floating_point() for t in tensors)
+        and _shapes_ok(x, dt, A, B, C, D, initial_states)
+        and not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors))
+        and not torch.onnx.is_in_onnx_export() and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
         and library() is not None
     )
 
@@ -70,7 +102,7 @@ def ssd_scan_c(
 ) -> Tensor | tuple[Tensor, Tensor]:
     """The ``ssd_scan`` op (signature and shapes: :mod:`mamba4net.plugins.hybrid_mamba.ssd`);
     ``chunk_size`` is used only by the chunked fallback."""
-    if not runs_in_c(x, D, dt, A, B, C, initial_states):
+    if not runs_in_c(x, dt, A, B, C, D, initial_states):
         return ssd_scan_chunked(x, dt, A, B, C, chunk_size, D, initial_states, return_final_states)
     b, l, h, p = x.shape
     g, n = B.shape[2], B.shape[3]
@@ -82,7 +114,7 @@ def ssd_scan_c(
     if initial_states is None:
         state = torch.zeros((b, h, p, n), dtype=torch.float32)
     else:  # a fresh copy: the kernel overwrites it with the final state
-        state = initial_states.detach().to(torch.float32, copy=True).contiguous()
+        state = torch.empty((b, h, p, n), dtype=torch.float32).copy_(initial_states.detach())
     y = torch.empty((b, l, h, p), dtype=torch.float32)
     fn = library().ssd_scan_f32
 
@@ -96,8 +128,9 @@ def ssd_scan_c(
     if threads <= 1:
         codes = [rows(0, b * h)]
     else:  # contiguous ranges of (batch, head) rows, one per thread
-        key = (os.getpid(), threads)
-        pool = _pools.get(key) or _pools.setdefault(key, ThreadPoolExecutor(threads, "ssd_scan_c"))
+        with _pools_lock:
+            key = (os.getpid(), threads)
+            pool = _pools.get(key) or _pools.setdefault(key, ThreadPoolExecutor(threads, "ssd_scan_c"))
         cuts = [b * h * i // threads for i in range(threads + 1)]
         codes = list(pool.map(rows, cuts[:-1], cuts[1:]))
     if any(codes):
