@@ -227,7 +227,9 @@ def test_a_cached_library_that_does_not_load_is_rebuilt(fresh_build):
     """In a new process (this one keeps the library it opened under that name)."""
     assert build.load("ssd_scan") is not None
     [built] = (fresh_build / "kernels").glob("ssd_scan-*.so")
-    built.write_bytes(b"truncated")
+    broken = built.with_suffix(".broken")
+    broken.write_bytes(b"truncated")
+    os.replace(broken, built)  # a new file: writing into the one this process has mapped would crash it
     code = "from mamba4net.plugins.cpu_kernels import build; assert build.load('ssd_scan') is not None"
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "MAMBA4NET_CACHE": str(fresh_build)})
     assert built.read_bytes() != b"truncated"  # built again
