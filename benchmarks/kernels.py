@@ -9,8 +9,9 @@ for ``ssd_scan``, transformers' Mamba-2 PyTorch chunked scan on the same inputs)
 against the op's reference, and reports the time and the speed-up over the reference
 (ref_ms / ms; > 1 is faster). Writes ``kernels_<device>.json`` and ``.md`` (or ``--name``) to ``--out``.
 
-Shapes are the VP student's (examples/vp.yaml): d_model 256, expand 2 -> 16 heads of P = 32,
-d_state N = 32, 1 group, batch 1 (one streaming decision), conv over 576 channels, width 4.
+Shapes are those of the VP student of the recorded results (d_model 256, expand 2 -> 16 heads of
+P = 32, d_state N = 32, 1 group, batch 1, conv over 576 channels, width 4): today's default VP
+student (examples/vp.yaml, d_model 128) has half the heads and 320 conv channels.
 
 Times are the best of ``--repeats`` runs after a warm-up (the sequential reference: ``--ref-repeats``).
 On a shared machine they are noisy: the JSON records the load average at the start and the end, and
