@@ -99,9 +99,9 @@ def load(name: str) -> ctypes.CDLL | None:
     except OSError as exc:
         log.warning("cpu_kernels: no cache folder for %s (%s); using the PyTorch kernels", name, exc)
         return None
-    errors = []
+    errors, text, cpu = [], source.read_text(), _cpu_fingerprint()
     for flags in (FLAGS + NATIVE, FLAGS):
-        key = hashlib.sha256("\0".join([source.read_text(), *cc, *flags, _cpu_fingerprint()]).encode()).hexdigest()
+        key = hashlib.sha256("\0".join([text, *cc, *flags, cpu]).encode()).hexdigest()
         target = folder / f"{name}-{key[:16]}.so"
         lib, error = _open(target) if target.exists() else (None, "not built")
         if lib is None:  # not built yet, or a cached file that does not load (a truncated write): build

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 from torch import Tensor
 
-from mamba4net.plugins.hybrid_mamba.ssd import ssd_scan_chunked
+from mamba4net.plugins.hybrid_mamba.ssd import _needs_grad, ssd_scan_chunked  # the scan this one serves beside
 
 from .build import load
 
@@ -68,11 +68,10 @@ def runs_in_c(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor 
     """Whether :func:`ssd_scan_c` hands these inputs to the C kernel (else to the chunked scan)."""
     tensors = (x, dt, A, B, C, D, initial_states)
     return (
-        x.dtype == torch.float32 and x.dim() == 4 and x.shape[-1] % 16 == 0
+        _shapes_ok(x, dt, A, B, C, D, initial_states) and x.dtype == torch.float32 and x.shape[-1] % 16 == 0
         and all(_plain_cpu(t) for t in tensors)
         and all(t is None or t.is_floating_point() for t in tensors)
-        and _shapes_ok(x, dt, A, B, C, D, initial_states)
-        and not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors))
+        and not _needs_grad(*tensors)
         and not torch.onnx.is_in_onnx_export() and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
         and library() is not None
     )
