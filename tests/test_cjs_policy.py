@@ -333,3 +333,64 @@ def test_valid_jobs_sizes_the_valid_sequences_and_the_asked_return(tmp_path):
     learned = _task(tmp_path, eval_jobs=4, valid_jobs=2)  # from the pool's per-job returns
     assert learned.target_return(2) == pytest.approx(learned.target_return() / 2)
     assert _task(tmp_path, eval_jobs=3).jobs("valid") == 3  # default: eval_jobs
+
+
+# ---- Decima's valid limits (cluster.limit_above_held) ----
+
+def _limits_and_floors(scheduler, cluster, seed=200_000, jobs=3):
+    """Every decision's (limit asked, the job's executors) over one episode."""
+    from mamba4net.plugins.cjs.jobs import JobLibrary
+
+    sim = make_sim(cluster)
+    sim.reset(episode_jobs(cluster, JobLibrary(cluster.tpch_dir), seed, jobs), seed=seed)
+    out = []
+    while not sim.done:
+        stage, limit = scheduler(sim)
+        out.append((limit, stage.job.num_executors))
+        sim.step(stage, limit)
+    return out
+
+
+def _below(pairs, n):
+    """Decisions whose limit the simulator would raise (at or below what a job holds, below N)."""
+    return sum(limit < min(held + 1, n) for limit, held in pairs)
+
+
+def test_pool_records_the_level_the_simulator_applies(tmp_path):
+    for above in (False, True):
+        task = _task(tmp_path / str(above), cluster=ClusterParams(**SMALL, limit_above_held=above),
+                     pool=PoolParams(policies=["fair"], episodes=2, jobs=3))
+        pool = task.pool("train")
+        n = task.params.cluster.num_executors
+        held = np.rint(pool.x[pool.node_ptr[:-1] + pool.action_node, 4] * n).astype(int)  # feature 4: held / N
+        below = int((np.asarray(task.limits)[pool.level] < np.minimum(held + 1, n)).sum())
+        # fair's equal share is often below what a job holds; under the option it is recorded raised
+        assert (below > 0) if not above else (below == 0)
+
+
+def test_sequence_policy_picks_only_levels_the_simulator_applies(tmp_path, tiny_student):
+    task = _task(tmp_path)
+    torch.manual_seed(1)
+    model = _model(tiny_student.d_model, tiny_student, task)
+    kw = dict(window=4, max_stages=4, limits=task.limits, return_scale=100.0, target_return=-60.0)
+    plain, above = task.params.cluster, ClusterParams(**SMALL, limit_above_held=True)
+    n = plain.num_executors
+    assert _below(_limits_and_floors(SequenceScheduler(model, mode="stream", **kw), plain), n) > 0  # the mask bites
+    masked = _limits_and_floors(SequenceScheduler(model, mode="stream", **kw), above)
+    assert _below(masked, n) == 0
+    # under the mask, streaming still decides exactly as re-encoding the block
+    assert _play(SequenceScheduler(model, mode="stream", **kw), above) == \
+        _play(SequenceScheduler(model, mode="reencode", **kw), above)
+
+
+def test_decima_trains_and_acts_within_the_valid_limits(tmp_path):
+    from mamba4net.plugins.cjs.config import DecimaParams
+    from mamba4net.plugins.cjs.decima import DecimaBaseline
+
+    above = ClusterParams(**SMALL, limit_above_held=True)
+    decima = DecimaBaseline(DecimaParams(iterations=2, rollouts=2, train_jobs=2, imitate_episodes=1, imitate_steps=2,
+                                         valid_every=1, valid_episodes=1, budget_s=600.0, limit_levels=3), above)
+    decima.fit()
+    losses = [row["loss"] for row in decima.fit_info["history"] if "loss" in row]
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    assert _below(_limits_and_floors(decima, above), above.num_executors) == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from types import SimpleNamespace
 
 import pytest
 
@@ -175,3 +176,33 @@ def test_real_episode_is_deterministic_and_fair_beats_fifo():
     f = run_episode(fair, sim, jobs, seed=1)
     assert len(f.jct_s) == 12 and 0 < f.utilisation <= 1
     assert f.avg_jct_s < a.avg_jct_s
+
+
+def test_limit_above_held_keeps_the_executor_a_step_sends_at_work():
+    # 2 executors, one stage of 4 tasks x 1 s, no moving delay; the scheduler always asks for limit 1.
+    # As asked: decision 1 sends A, decision 2 (job holds 1, limit 1) still sends B; at 1 s both are
+    # over the limit and wait idle at the job, decision 3 restarts them (tasks 3-4, 1-2 s): 3 decisions.
+    # Decima's valid limits: decision 2's limit is raised to 2 (held + 1), so at 1 s both go on: 2.
+    job = constant_job("j", [4], [1000])
+    always_one = lambda sim: (sim.runnable_stages()[0], 1)  # noqa: E731
+    plain = run_episode(always_one, ClusterSim(2, moving_delay=0), [(0.0, job)])
+    raised = run_episode(always_one, ClusterSim(2, moving_delay=0, limit_above_held=True), [(0.0, job)])
+    assert (plain.decisions, plain.jct_s) == (3, [2.0])
+    assert (raised.decisions, raised.jct_s) == (2, [2.0])
+
+
+def test_min_limit_is_held_plus_one_capped_at_the_cluster():
+    job = constant_job("j", [8], [1000])
+    for above, expect in ((False, [1, 1, 1]), (True, [1, 3, 4])):
+        sim = ClusterSim(4, moving_delay=0, limit_above_held=above)
+        sim.reset([(0.0, job)])
+        stage = sim.runnable_stages()[0]
+        got = [sim.min_limit(stage.job)]
+        sim.step(stage, 2)  # two executors go (limit 2), the job holds 2
+        got.append(sim.min_limit(stage.job))
+        sim.step(stage, 1)  # one more goes whatever the limit: the job holds 3, one executor is left
+        got.append(sim.min_limit(stage.job))
+        assert got == expect and sim.num_free == 1
+        assert stage.job.limit == (3 if above else 1)
+    holds_all = SimpleNamespace(num_executors=4)
+    assert ClusterSim(4, limit_above_held=True).min_limit(holds_all) == 4

@@ -3,7 +3,9 @@
 Policy (after Decima, Mao et al. SIGCOMM'19): the :class:`~.encoder.GraphEncoder` embeds every
 stage, job and the whole cluster; a stage score ``MLP([node, job, global])`` gives a softmax over
 the pickable stages, and a limit score ``MLP([job, global])`` of the picked stage's job gives a
-softmax over ``limit_levels`` evenly spaced parallelism limits (N/levels, 2N/levels, ..., N).
+softmax over ``limit_levels`` evenly spaced parallelism limits (N/levels, 2N/levels, ..., N),
+over the levels the simulator applies as they are (with ``limit_above_held``: those above the
+job's executors, Decima's own mask).
 
 Training (REINFORCE): the reward is minus the number of jobs in the system integrated over time,
 so the return-to-go at a decision taken at time ``t`` is ``-sum_j (c_j - max(t, a_j))^+`` (in
@@ -34,6 +36,7 @@ from .encoder import GraphEncoder, _mlp
 from .evaluation import SPLIT_SEEDS, episode_jobs, evaluate_scheduler, make_sim
 from .graph import NUM_FEATURES, GraphObs, collate, observe
 from .jobs import JobLibrary
+from .pool import nearest_level
 from .schedulers import RULES
 from .sim import ClusterSim, Stage
 
@@ -97,39 +100,54 @@ class DecimaBaseline:
         self.policy.eval()
 
     # -- acting --
+    @staticmethod
+    def _masked(limit_logp: Tensor, least: Tensor, limits: Tensor) -> Tensor:
+        """Limit log-probs ``(..., L)`` renormalised over the levels of at least ``least`` (...,)
+        (returned as they are where every level is)."""
+        invalid = limits < least[..., None]
+        if not invalid.any():
+            return limit_logp
+        return limit_logp.masked_fill(invalid, float("-inf")).log_softmax(-1)
+
     @torch.no_grad()
-    def act(self, ob: GraphObs, generator: torch.Generator | None = None) -> tuple[int, int]:
-        """(node index, limit level) for one observation: sampled with ``generator``, else argmax."""
+    def act(self, ob: GraphObs, generator: torch.Generator | None = None,
+            sim: ClusterSim | None = None) -> tuple[int, int]:
+        """(node index, limit level) for one observation: sampled with ``generator``, else argmax;
+        the level among those ``sim`` applies unchanged (all without a simulator)."""
         stage_logp, limit_logp = self.policy(ob.batch())
         if generator is None:
             node = int(stage_logp.argmax())
         else:
             node = int(torch.multinomial(stage_logp.exp(), 1, generator=generator))
         row = limit_logp[ob.node_job[node]]
+        if sim is not None:
+            row = self._masked(row, torch.tensor(sim.min_limit(ob.stages[node].job)), self.policy.limits)
         level = int(row.argmax()) if generator is None else int(torch.multinomial(row.exp(), 1, generator=generator))
         return node, level
 
     def __call__(self, sim: ClusterSim) -> tuple[Stage, int]:
         ob = observe(sim)
         with single_thread():
-            node, level = self.act(ob)
+            node, level = self.act(ob, sim=sim)
         return ob.stages[node], int(self.policy.limits[level])
 
     # -- training --
     def _rollout(self, sim: ClusterSim, jobs, seed: int, gen: torch.Generator) -> dict[str, Any]:
         sim.reset(jobs, seed=seed)
-        obs, nodes, levels, times = [], [], [], []
+        obs, nodes, levels, least, times = [], [], [], [], []
         while not sim.done:
             ob = observe(sim)
-            node, level = self.act(ob, gen)
+            node, level = self.act(ob, gen, sim)
             obs.append(ob)
             nodes.append(node)
             levels.append(level)
+            least.append(sim.min_limit(ob.stages[node].job))
             times.append(sim.time)
             sim.step(ob.stages[node], int(self.policy.limits[level]))
         arrival = torch.tensor([j.arrival for j in sim.all_jobs], dtype=torch.float64)
         done = torch.tensor([j.completion for j in sim.all_jobs], dtype=torch.float64)
-        return {"obs": obs, "nodes": nodes, "levels": levels, "times": torch.tensor(times, dtype=torch.float64),
+        return {"obs": obs, "nodes": nodes, "levels": levels, "least": least,
+                "times": torch.tensor(times, dtype=torch.float64),
                 "arrival": arrival, "completion": done, "avg_jct_s": sim.result().avg_jct_s}
 
     @staticmethod
@@ -153,9 +171,13 @@ class DecimaBaseline:
         node = n_off + torch.tensor([n for r in rolls for n in r["nodes"]])
         level = torch.tensor([lv for r in rolls for lv in r["levels"]])
         job = batch["graph_node_job"][node]  # the picked stage's job (global id in the batch)
-        logp = stage_logp[node] + limit_logp[job, level]  # (K,)
+        least = torch.tensor([v for r in rolls for v in r["least"]])
+        lim = self._masked(limit_logp[job], least, self.policy.limits)  # (K, L), as sampled
+        logp = stage_logp[node] + lim.gather(1, level[:, None])[:, 0]  # (K,)
         safe = stage_logp.masked_fill(~batch["graph_mask"], 0.0)  # no 0 * -inf (NaN gradients)
-        ent = -(safe.exp() * safe).masked_fill(~batch["graph_mask"], 0.0).sum() / len(obs) - (limit_logp.exp() * limit_logp).sum(-1)[job].mean()
+        lim_safe = lim.masked_fill(torch.isinf(lim), 0.0)  # masked levels: probability 0, no 0 * -inf
+        ent = (-(safe.exp() * safe).masked_fill(~batch["graph_mask"], 0.0).sum() / len(obs)
+               - (lim.exp() * lim_safe).sum(-1).mean())
         loss = -(logp * adv_t).mean() - self.params.entropy * ent
         return loss, {"entropy": float(ent.detach())}
 
@@ -173,7 +195,7 @@ class DecimaBaseline:
                 stage, limit = rule(sim)
                 obs.append(ob)
                 nodes.append(ob.stages.index(stage))
-                levels.append(int((self.policy.limits - limit).abs().argmin()))
+                levels.append(nearest_level(limit, self.policy.limits.tolist(), sim.min_limit(stage.job)))
                 sim.step(stage, limit)
         gen = torch.Generator().manual_seed(p.seed)
         self.policy.train()

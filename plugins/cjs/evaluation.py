@@ -25,7 +25,8 @@ def episode_jobs(params: ClusterParams, library: JobLibrary, seed: int,
 
 
 def make_sim(params: ClusterParams) -> ClusterSim:
-    return ClusterSim(params.num_executors, params.moving_delay, params.warmup_delay)
+    return ClusterSim(params.num_executors, params.moving_delay, params.warmup_delay,
+                      limit_above_held=params.limit_above_held)
 
 
 def evaluate_scheduler(scheduler: Any, params: ClusterParams, split: str = "test", episodes: int = 3,

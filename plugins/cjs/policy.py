@@ -22,7 +22,9 @@ a CJS decision is:
 
 Return conditioning: the first decision asks for ``target_return`` (job-seconds, negative); before
 each later decision the return still asked for rises by the job-seconds accrued since the previous
-one (the reward is minus them). Actions are the argmax of each head.
+one (the reward is minus them). Actions are the argmax of each head, the level's among the levels
+the simulator applies as they are (all, or with ``limit_above_held`` those above the chosen job's
+executors: Decima's mask), so the action token carries the limit that took effect.
 """
 
 from __future__ import annotations
@@ -42,12 +44,13 @@ from .windows import Decision, assemble, candidates
 
 
 class Pending(NamedTuple):
-    """A decision being taken: its inputs, the active jobs' structure (live encoding) and the
-    stages its node indices stand for."""
+    """A decision being taken: its inputs, the active jobs' structure (live encoding), the stages
+    its node indices stand for and the simulator (for the lowest limit it applies)."""
 
     d: Decision
     structure: object | None
     stages: list
+    sim: object
 
 
 class SequenceScheduler(ReturnConditionedPolicy):
@@ -86,7 +89,7 @@ class SequenceScheduler(ReturnConditionedPolicy):
         ob = observe(sim, structure)
         cand = candidates(ob.mask.numpy(), ob.node_job.numpy(), self.max_stages)
         d = Decision(ob.x, ob.edge_index, ob.node_job, cand, float(self.rtg.value[0]), int(cand[0]), 0, step)
-        return Pending(d, structure, ob.stages)
+        return Pending(d, structure, ob.stages, sim)
 
     def decision_tokens(self, p: Pending) -> tuple[Tensor, Tensor]:
         """The decision's tokens before the action (1, k + 1, D) and its candidates' features."""
@@ -103,7 +106,7 @@ class SequenceScheduler(ReturnConditionedPolicy):
         hs = torch.cat(hidden)  # (k + 1, D)
         k = hs.shape[0] - 1
         stage, level = self.model.head.scores(hs[k], hs[:k], torch.ones(k, dtype=torch.bool, device=hs.device))
-        return self._take(p, int(stage.argmax()), int(level.argmax()))
+        return self._take(p, int(stage.argmax()), level)
 
     def action_token(self, action, p: Pending, cand_feats) -> Tensor:
         d, c = p.d, action[2]
@@ -113,15 +116,22 @@ class SequenceScheduler(ReturnConditionedPolicy):
     def reencode(self, history: list[Decision], p: Pending) -> tuple[object, int, int]:
         d = p.d
         pred = self.model(self._batch([history + [d]])).pred[0, len(history)]  # (K + levels,)
-        return self._take(p, int(pred[: len(d.cand)].argmax()), int(pred[self.max_stages :].argmax()))
+        return self._take(p, int(pred[: len(d.cand)].argmax()), pred[self.max_stages :])
 
     def record(self, p: Pending, action) -> Decision:
         return p.d
 
-    def _take(self, p: Pending, c: int, level: int) -> tuple[object, int, int]:
-        """Fill in the decision's action; (stage, level, candidate index)."""
-        p.d.act_node, p.d.level = int(p.d.cand[c]), level
-        return p.stages[p.d.act_node], level, c
+    def _take(self, p: Pending, c: int, level_logits: Tensor) -> tuple[object, int, int]:
+        """Fill in the decision's action: candidate ``c`` and the best level the simulator applies
+        unchanged for its job; (stage, level, candidate index)."""
+        node = int(p.d.cand[c])
+        stage = p.stages[node]
+        least = p.sim.min_limit(stage.job)
+        if least > 1:
+            valid = torch.as_tensor([v >= least for v in self.limits], device=level_logits.device)
+            level_logits = level_logits.masked_fill(~valid, float("-inf"))
+        p.d.act_node, p.d.level = node, int(level_logits.argmax())
+        return stage, p.d.level, c
 
     def _batch(self, samples):
         from mamba4net.core.seeding import move

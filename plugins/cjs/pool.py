@@ -14,7 +14,8 @@ job, edges parent -> child), stored flat with offsets. On disk a pool is two fil
   ``node_ptr``    int64 (D+1,)    decision d's nodes are ``node_ptr[d]:node_ptr[d+1]``
   ``edge_ptr``    int64 (D+1,)    decision d's edges are ``edge_ptr[d]:edge_ptr[d+1]``
   ``action_node`` int64 (D,)      picked stage, as a local node index of decision d
-  ``level``       int64 (D,)      parallelism-limit level (nearest of ``limit_levels``)
+  ``level``       int64 (D,)      parallelism-limit level (nearest of ``limit_levels`` that
+                                  the simulator applies unchanged)
   ``reward``      float32 (D,)    minus the job-seconds accrued until the next decision
                                   (until the last completion for an episode's last one)
   ``done``        bool (D,)       True at an episode's last decision
@@ -50,8 +51,13 @@ def limit_values(num_executors: int, levels: int) -> list[int]:
     return [max(1, round(num_executors * (i + 1) / levels)) for i in range(levels)]
 
 
-def nearest_level(limit: int, values: list[int]) -> int:
-    return int(np.argmin(np.abs(np.asarray(values) - limit)))
+def nearest_level(limit: int, values: list[int], least: int = 1) -> int:
+    """The level whose limit is nearest to ``limit`` among those of at least ``least`` (the limit
+    the simulator applies at least, :meth:`~.sim.ClusterSim.min_limit`); ties go to the lower."""
+    v = np.asarray(values)
+    dist = np.abs(v - max(limit, least)).astype(np.float64)
+    dist[v < least] = np.inf  # the top level is N >= least, so one level is always left
+    return int(np.argmin(dist))
 
 
 def accrued_job_seconds(t0: np.ndarray, t1: np.ndarray, arrival: np.ndarray, completion: np.ndarray) -> np.ndarray:
@@ -138,12 +144,13 @@ def record_episode(sim, scheduler, jobs, seed: int, limits: list[int]) -> dict[s
     while not sim.done:
         ob = observe(sim)
         stage, limit = scheduler(sim)
+        least = sim.min_limit(stage.job)  # the level recorded is one the simulator applies as it is
         xs.append(ob.x.numpy())
         njs.append(ob.node_job.numpy())
         masks.append(ob.mask.numpy())
         eis.append(ob.edge_index.numpy())
         acts.append(ob.stages.index(stage))
-        levels.append(nearest_level(limit, limits))
+        levels.append(nearest_level(limit, limits, least))
         times.append(sim.time)
         sim.step(stage, limit)
     result = sim.result()

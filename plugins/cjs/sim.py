@@ -16,6 +16,11 @@ Model (times in ms):
   first those idle at the stage's job (no delay, no more than its unassigned tasks), then others
   (pool first, then idle at other jobs, each paying the moving delay) until the job holds
   ``limit`` executors or the stage has none unassigned. At least one executor always goes.
+* With ``limit_above_held`` (Decima's valid limits, ``least_exec_amount`` in decima-sim) a step's
+  limit is raised to at least the job's executors plus one (:meth:`ClusterSim.min_limit`), so the
+  executor a step sends keeps working there instead of running one task and waiting idle at the
+  job (a new decision). Off by default: a limit at or below what the job holds is then kept, and
+  a scheduler that sets one often decides several times per executor it places.
 * Durations come from :mod:`.durations`. An executor on its way is promised one task of its
   stage, which it starts on arrival.
 
@@ -115,8 +120,9 @@ class ClusterSim:
     """
 
     def __init__(self, num_executors: int = 50, moving_delay: float = 2000.0,
-                 warmup_delay: float = 1000.0, seed: int = 0):
+                 warmup_delay: float = 1000.0, seed: int = 0, limit_above_held: bool = False):
         self.num_executors = num_executors
+        self.limit_above_held = limit_above_held
         self.moving_delay, self.warmup_delay = moving_delay, warmup_delay
         self.seed = seed
 
@@ -159,6 +165,11 @@ class ClusterSim:
     def free_at(self, job: Job) -> int:
         return len(job.idle)
 
+    def min_limit(self, job: Job) -> int:
+        """The lowest parallelism limit a step on ``job`` applies: 1, or with ``limit_above_held``
+        the job's executors plus one (at most N)."""
+        return min(job.num_executors + 1, self.num_executors) if self.limit_above_held else 1
+
     def step(self, stage: Stage, limit: int) -> None:
         """Send free executors to ``stage`` under parallelism ``limit`` for its job (see module doc)."""
         if self.done:
@@ -166,7 +177,7 @@ class ClusterSim:
         if stage not in self._runnable:
             raise ValueError(f"stage {stage.spec.index} of job {stage.job.id} is not runnable now")
         job = stage.job
-        job.limit = max(1, min(int(limit), self.num_executors))
+        job.limit = max(self.min_limit(job), min(int(limit), self.num_executors))
         self.decisions += 1
         sent = 0
         while job.idle and stage.unassigned > 0:  # already on the job: start at once

@@ -77,7 +77,9 @@ class CJSTask:
         else:
             spec = {**EVAL_POOL, "jobs": self.jobs(split)}
             seeds = [SPLIT_SEEDS[split] + i for i in range(spec["episodes"])]
-        cluster = p.cluster.model_dump(exclude={"data_dir"})
+        # limit_above_held only where it is on: pools made before the option keep their keys
+        cluster = p.cluster.model_dump(exclude={"data_dir"} | ({"limit_above_held"} if not p.cluster.limit_above_held
+                                                                else set()))
         return {"format": POOL_FORMAT, "split": split, **spec, "seeds": seeds, "cluster": cluster,
                 "limit_levels": p.limit_levels, "tpch_dir": str(p.cluster.tpch_dir)}
 
