@@ -45,6 +45,9 @@ _LAZY = {
     "cached_pool": "mamba4net.plugins.seqpolicy",
     "episode_windows": "mamba4net.plugins.seqpolicy",
     "returns_to_go": "mamba4net.plugins.seqpolicy",
+    "best_per_group": "mamba4net.plugins.seqpolicy",
+    "PoolRun": "mamba4net.plugins.seqpolicy",
+    "open_pool_run": "mamba4net.plugins.seqpolicy",
     # the 95% interval of a mean (a task's evaluate reports "<metric>_ci95" over its test items)
     "mean_interval": "mamba4net.core.stats",
     # what a method's stage works with

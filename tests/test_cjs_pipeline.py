@@ -75,6 +75,52 @@ def test_cjs_cli_end_to_end(tmp_path):
     assert all(len(details[m]["jct_s"]) == 3 for m in results["models"])
     assert (out / "cjs_jct_cdf.png").exists()
     assert "![Job completion time per job (CDF)](cjs_jct_cdf.png)" in (out / "report.md").read_text()
+    check_pool_from_run(tmp_path, out, {k: v for k, v in cfg["task"].items() if k != "name"})
+
+
+def check_pool_from_run(tmp_path, out, task_cfg):
+    """Self-improvement across runs (``task.pool.runs``): the finished run's student plays the
+    pool's sequences into another task's pool, asked for its own run's target, cached by its
+    weights; ``best_per_sequence`` keeps the best episodes of each sequence."""
+    import numpy as np
+    import pytest
+    import torch
+
+    from mamba4net.core.pipeline import open_run
+    from mamba4net.plugins.cjs import pool as pool_mod
+    from mamba4net.plugins.cjs.config import CJSParams
+    from mamba4net.plugins.cjs.evaluation import episode_jobs, make_sim
+    from mamba4net.plugins.cjs.task import CJSTask
+
+    base = CJSTask(CJSParams(**task_cfg)).pool("train")
+    with_run = {**task_cfg, "pool": {**task_cfg["pool"], "runs": [{"dir": str(out)}]}}
+    pool = CJSTask(CJSParams(**with_run)).pool("train")
+    n = base.num_episodes
+    assert pool.num_episodes == n + 1 and pool.policy == [*base.policy, f"student:{out}"]
+    assert pool.seed == [*base.seed, base.seed[0]]  # the run plays the pool's own sequence
+    assert np.array_equal(pool.x[: len(base.x)], base.x) and np.array_equal(pool.level[: base.num_decisions], base.level)
+    run = open_run(out, "student")
+    task = CJSTask(CJSParams(**with_run))
+    seq = episode_jobs(task.params.cluster, task.library, base.seed[0], task_cfg["pool"]["jobs"])
+    with torch.no_grad():  # the same episode as the student playing the sequence itself
+        played = pool_mod.record_episode(make_sim(task.params.cluster), run.task.as_scheduler(run.model("student"), jobs=3),
+                                         seq, base.seed[0], task.limits)
+    own = pool.episode(n)
+    assert np.array_equal(own["action_node"], played["action_node"]) and np.array_equal(own["level"], played["level"])
+    assert pool.avg_jct_s[n] == pytest.approx(played["avg_jct_s"])
+    # best_per_sequence: the best episode of the one sequence, among the rules' and the run's
+    best = CJSTask(CJSParams(**with_run, best_per_sequence=1)).pool("train")
+    returns = pool.episode_returns()
+    assert best.num_episodes == 1 and best.avg_jct_s == [pool.avg_jct_s[int(np.argmax(returns))]]
+    # made once: a new task loads the run's episodes from the pool folder
+
+    def fail(*a, **k):
+        raise AssertionError("generated again")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pool_mod, "generate_pool", fail)
+        again = CJSTask(CJSParams(**with_run)).pool("train")
+    assert np.array_equal(again.action_node, pool.action_node)
 
 
 def test_params_keep_train_seeds_off_valid_and_test(m4n_registry):

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mamba4net.core.paths import default_data_dir
+from mamba4net.plugins.seqpolicy.runs import PoolRun as SharedPoolRun
 
 SPLITS = ("train", "valid", "test")
 # tokens per decision for each layout (see encoder.py)
@@ -23,24 +24,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class PoolRun(_Strict):
+class PoolRun(SharedPoolRun):
     """A finished run whose trained policy plays the training traces beside the pool's policies:
     self-improvement across runs (a run's policy adds its episodes to the next run's pool, and
     ``best_per_trace`` keeps them where they beat the rest). The policy is asked for the return
     its own run asks for. Its passes are plain (no epsilon: a sequence policy's context would no
     longer match what was played), each with the pool's noise and pass seeds."""
 
-    dir: str  # the run's folder (its config.yaml and finished stages); kept as an absolute path
-    role: str = "student"
     passes: int = Field(1, ge=1)
-
-    @model_validator(mode="after")
-    def _check(self) -> "PoolRun":
-        path = Path(self.dir).expanduser()
-        if not (path / "config.yaml").is_file():
-            raise ValueError(f"pool.runs: {self.dir} is not a run directory (no config.yaml)")
-        self.dir = str(path.resolve())  # the run's config records where it is, wherever it is read from
-        return self
 
 
 class PoolParams(_Strict):

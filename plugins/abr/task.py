@@ -22,10 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mamba4net.core.errors import ConfigError
 from mamba4net.core.model import eval_mode
 from mamba4net.core.stats import mean_interval
-from mamba4net.plugins.seqpolicy import best_per_group, cached_pool
+from mamba4net.plugins.seqpolicy import best_per_group, cached_pool, open_pool_run
 
 from .config import SPLITS, ABRParams
 from .data import PoolWindows
@@ -152,18 +151,10 @@ class ABRTask:
     def _run_pool(self, source) -> Any:
         """The training traces played by a finished run's policy (``pool.runs``), asked for the
         return its own run asks for; cached by that policy's weights and target."""
-        from mamba4net.core.pipeline import open_run
-
         from .pool import ExperiencePool, generate_pool
 
-        run = open_run(source.dir, source.role)
+        run, digest = open_pool_run(source, self.name)
         label = f"{source.role}:{source.dir}"
-        if run.cfg.task["name"] != self.name:
-            raise ConfigError(f"task.pool.runs: {source.dir} is a run of task '{run.cfg.task['name']}', not abr")
-        digest = run.weights_digest(source.role)
-        if digest is None:
-            raise ConfigError(f"task.pool.runs: {source.dir} holds no trained weights of role '{source.role}' "
-                              "with a checksum (its stages writing it were skipped, or predate checksums)")
         p = self.params.pool
         spec = {"format": POOL_FORMAT, "split": "train", "run_role": source.role,
                 "run_weights_sha256": digest, "run_target_return": run.task.target_return,

@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mamba4net.core.paths import default_data_dir
+from mamba4net.plugins.seqpolicy.runs import PoolRun
 
 SCALES = ("2g", "5g", "10g", "20g", "50g", "80g", "100g")
 NUM_QUERIES = 22
@@ -144,6 +145,9 @@ class PoolParams(BaseModel):
     episodes: int = Field(4, ge=1, le=1000)
     jobs: int = Field(6, ge=1)
     seed: int = Field(1, ge=0, lt=100)
+    # finished CJS runs whose policy plays the same sequences too (self-improvement across runs;
+    # with the task's best_per_sequence, their episodes are kept where they beat the rest)
+    runs: list[PoolRun] = Field(default_factory=list)
 
 
 class CJSParams(BaseModel):
@@ -170,6 +174,9 @@ class CJSParams(BaseModel):
     return_scale: float = Field(100.0, gt=0)  # return-to-go (job-seconds) is fed divided by this
     target_return: float | None = None  # for eval_jobs jobs; None: the target_quantile of the pool's per-job returns
     target_quantile: float = Field(0.75, ge=0, le=1)
+    # train on the k best-returning episodes of each pool sequence only (filtered imitation; the
+    # target quantile is then taken over those); None: every episode
+    best_per_sequence: int | None = Field(None, ge=1)
     eval_jobs: int = Field(6, ge=1)
     eval_episodes: int = Field(3, ge=1)
     valid_episodes: int = Field(1, ge=1)

@@ -96,6 +96,38 @@ class ExperiencePool(StoredPool):
     def num_decisions(self) -> int:
         return len(self.action_node)
 
+    @classmethod
+    def from_episodes(cls, parts: list[dict[str, Any]], policy: list[str], seed: list[int],
+                      meta: dict[str, Any]) -> "ExperiencePool":
+        """A pool of episodes in :func:`record_episode`'s form (pointers local to each)."""
+        cat = {k: np.concatenate([p[k] for p in parts], axis=1 if k == "edge_index" else 0)
+               for k in ("x", "node_job", "mask", "edge_index", "action_node", "level", "reward", "done", "time")}
+        ptr = lambda sizes: np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)  # noqa: E731
+        return cls(**cat, node_ptr=ptr(np.concatenate([p["nodes"] for p in parts])),
+                   edge_ptr=ptr(np.concatenate([p["edges"] for p in parts])),
+                   episode_ptr=ptr([len(p["action_node"]) for p in parts]), policy=list(policy), seed=list(seed),
+                   avg_jct_s=[float(p["avg_jct_s"]) for p in parts], jobs=[int(p["jobs"]) for p in parts], meta=meta)
+
+    def episode(self, e: int) -> dict[str, Any]:
+        """Episode ``e`` in :func:`record_episode`'s form."""
+        d0, d1 = self.episode_ptr[e], self.episode_ptr[e + 1]
+        n0, n1, m0, m1 = self.node_ptr[d0], self.node_ptr[d1], self.edge_ptr[d0], self.edge_ptr[d1]
+        return {"x": self.x[n0:n1], "node_job": self.node_job[n0:n1], "mask": self.mask[n0:n1],
+                "edge_index": self.edge_index[:, m0:m1], "nodes": np.diff(self.node_ptr[d0:d1 + 1]),
+                "edges": np.diff(self.edge_ptr[d0:d1 + 1]),
+                **{k: getattr(self, k)[d0:d1] for k in ("action_node", "level", "reward", "done", "time")},
+                "avg_jct_s": self.avg_jct_s[e], "jobs": self.jobs[e]}
+
+    @classmethod
+    def concat(cls, pools: list["ExperiencePool"], keep: np.ndarray | None = None) -> "ExperiencePool":
+        """One pool of every episode of ``pools`` in order (only those numbered ``keep`` in that
+        order, if given); ``meta`` lists the pools'."""
+        index = [(p, e) for p in pools for e in range(p.num_episodes)]
+        if keep is not None:
+            index = [index[int(i)] for i in keep]
+        return cls.from_episodes([p.episode(e) for p, e in index], [p.policy[e] for p, e in index],
+                                 [p.seed[e] for p, e in index], {"parts": [p.meta for p in pools]})
+
     def episode_returns(self) -> np.ndarray:
         """(E,) the sum of each episode's rewards (minus its total JCT, seconds)."""
         csum = np.concatenate([[0.0], np.cumsum(self.reward, dtype=np.float64)])
@@ -195,16 +227,6 @@ def generate_pool(cluster, library, schedulers: dict[str, Any], *, episodes: int
             used_seeds.append(seed)
             bar.update(1)
     bar.close()
-    cat = {k: np.concatenate([p[k] for p in parts], axis=1 if k == "edge_index" else 0)
-           for k in ("x", "node_job", "mask", "edge_index", "action_node", "level", "reward", "done", "time")}
-    ptr = lambda sizes: np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)  # noqa: E731
-    return ExperiencePool(
-        **cat,
-        node_ptr=ptr(np.concatenate([p["nodes"] for p in parts])),
-        edge_ptr=ptr(np.concatenate([p["edges"] for p in parts])),
-        episode_ptr=ptr([len(p["action_node"]) for p in parts]),
-        policy=names, seed=used_seeds, avg_jct_s=[float(p["avg_jct_s"]) for p in parts],
-        jobs=[int(p["jobs"]) for p in parts],
-        meta={"policies": list(schedulers), "episodes": episodes, "jobs": jobs, "limit_levels": limit_levels,
-              "limits": limits, **(meta or {})},
-    )
+    return ExperiencePool.from_episodes(parts, names, used_seeds, {
+        "policies": list(schedulers), "episodes": episodes, "jobs": jobs, "limit_levels": limit_levels,
+        "limits": limits, **(meta or {})})

@@ -69,7 +69,7 @@ class CJSTask:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; splits: {', '.join(SPLITS)}")
         p = self.params
-        if split == "train":
+        if split == "train":  # the runs' episodes are pools of their own (_run_pool)
             spec = {"policies": list(p.pool.policies), "episodes": p.pool.episodes, "jobs": p.pool.jobs}
             if "decima" in p.pool.policies:  # what the learned scheduler was trained with
                 spec["decima"] = p.pool.decima.model_dump()
@@ -100,8 +100,51 @@ class CJSTask:
 
         pool = cached_pool("cjs", self.params.pool_dir, split, spec, load=ExperiencePool.load, make=make,
                            describe=lambda p: f"{p.num_episodes} episodes, {p.num_decisions} decisions")
+        if split == "train":
+            pool = self._with_runs(pool, spec)
         self._pools[split] = pool
         return pool
+
+    def _with_runs(self, pool, spec: dict[str, Any]):
+        """The training pool with ``pool.runs``' episodes on the same sequences, then only the
+        ``best_per_sequence`` best of each sequence (if set)."""
+        from mamba4net.plugins.seqpolicy import best_per_group
+
+        from .pool import ExperiencePool
+
+        runs, k = self.params.pool.runs, self.params.best_per_sequence
+        if not runs and k is None:
+            return pool
+        pool = ExperiencePool.concat([pool, *(self._run_pool(source, spec) for source in runs)])
+        if k is not None:
+            pool = ExperiencePool.concat([pool], best_per_group(pool.episode_returns(), np.asarray(pool.seed), k))
+        return pool
+
+    def _run_pool(self, source, spec: dict[str, Any]):
+        """The pool's sequences played by a finished run's policy (``pool.runs``), asked for the
+        return its own run asks for; cached by that policy's weights and target."""
+        from mamba4net.plugins.seqpolicy import open_pool_run
+
+        from .decima import single_thread
+        from .pool import ExperiencePool, generate_pool
+
+        run, digest = open_pool_run(source, self.name)
+        label = f"{source.role}:{source.dir}"
+        jobs = spec["jobs"]
+        run_spec = {"format": POOL_FORMAT, "split": "train", "run_role": source.role, "run_weights_sha256": digest,
+                    "run_target_return": run.task.target_return(jobs), "jobs": jobs, "seeds": spec["seeds"],
+                    "cluster": spec["cluster"], "limit_levels": spec["limit_levels"], "tpch_dir": spec["tpch_dir"]}
+
+        def make(digest: str):
+            model = run.model(source.role)
+            with torch.no_grad(), eval_mode(model), single_thread():
+                return generate_pool(self.params.cluster, self.library,
+                                     {label: run.task.as_scheduler(model, jobs=jobs)}, episodes=len(spec["seeds"]),
+                                     jobs=jobs, seeds=spec["seeds"], limit_levels=self.params.limit_levels,
+                                     meta={"split": "train", "spec_digest": digest, "run": label})
+
+        return cached_pool("cjs", self.params.pool_dir, "train", run_spec, load=ExperiencePool.load, make=make,
+                           describe=lambda p: f"{p.num_episodes} episodes of {label}")
 
     def _pool_schedulers(self, names: list[str]) -> dict[str, Any]:
         """name -> scheduler for the pool: the rules as they are, Decima trained first."""

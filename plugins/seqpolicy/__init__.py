@@ -13,15 +13,26 @@ here, once, and :mod:`mamba4net.plugins.abr` and :mod:`mamba4net.plugins.cjs` ar
 * :mod:`.policy`: a trained model playing the simulator (:class:`ReturnConditionedPolicy`),
   streaming (constant work per decision for a backbone with a recurrent step; with context
   blocks, also a teacher's KV cache of the block) or re-encoding its context (any backbone), with
-  the same decisions either way.
+  the same decisions either way;
+* :mod:`.runs`: finished runs whose trained policy adds episodes to the pool (``task.pool.runs``,
+  self-improvement across runs: :class:`PoolRun`, :func:`open_pool_run`).
 
 The task keeps what is its own: the simulator, what a decision's tokens are and how the head's
-output becomes an action. This package registers no hooks; a task plugin imports it.
+output becomes an action. This package registers no hooks; a task plugin imports it. Its names
+load on first use, so a task's config module can import :class:`PoolRun` without torch.
 """
 
-from .policy import ReturnConditionedPolicy
-from .pool import StoredPool, cached_pool
-from .returns import ReturnToGo, best_per_group, returns_to_go
-from .windows import episode_windows
+import importlib
 
-__all__ = ["ReturnConditionedPolicy", "ReturnToGo", "StoredPool", "best_per_group", "cached_pool", "episode_windows", "returns_to_go"]
+_EXPORTS = {"ReturnConditionedPolicy": ".policy", "StoredPool": ".pool", "cached_pool": ".pool",
+            "ReturnToGo": ".returns", "best_per_group": ".returns", "returns_to_go": ".returns",
+            "episode_windows": ".windows", "PoolRun": ".runs", "open_pool_run": ".runs"}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
