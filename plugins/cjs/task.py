@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from mamba4net.core.model import eval_mode
+from mamba4net.core.progress import log
 from mamba4net.core.stats import mean_interval
 from mamba4net.plugins.seqpolicy import cached_pool
 
@@ -117,7 +118,10 @@ class CJSTask:
             return pool
         pool = ExperiencePool.concat([pool, *(self._run_pool(source, spec) for source in runs)])
         if k is not None:
-            pool = ExperiencePool.concat([pool], best_per_group(pool.episode_returns(), np.asarray(pool.seed), k))
+            keep = best_per_group(pool.episode_returns(), np.asarray(pool.seed), k)
+            log.info("cjs: training on the best %d episode(s) of each sequence: %s", k,
+                     ", ".join(f"{pool.policy[i]} {pool.avg_jct_s[i]:.1f} s" for i in keep))
+            pool = ExperiencePool.concat([pool], keep)
         return pool
 
     def _run_pool(self, source, spec: dict[str, Any]):
