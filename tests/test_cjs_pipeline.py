@@ -103,7 +103,7 @@ def check_pool_from_run(tmp_path, out, task_cfg):
     task = CJSTask(CJSParams(**with_run))
     seq = episode_jobs(task.params.cluster, task.library, base.seed[0], task_cfg["pool"]["jobs"])
     with torch.no_grad():  # the same episode as the student playing the sequence itself
-        played = pool_mod.record_episode(make_sim(task.params.cluster), run.task.as_scheduler(run.model("student"), jobs=3),
+        played = pool_mod.record_episode(make_sim(task.params.cluster), run.task.as_scheduler(run.model("student"), jobs=task_cfg["pool"]["jobs"]),
                                          seq, base.seed[0], task.limits)
     own = pool.episode(n)
     assert np.array_equal(own["action_node"], played["action_node"]) and np.array_equal(own["level"], played["level"])

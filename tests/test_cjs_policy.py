@@ -394,3 +394,25 @@ def test_decima_trains_and_acts_within_the_valid_limits(tmp_path):
     losses = [row["loss"] for row in decima.fit_info["history"] if "loss" in row]
     assert len(losses) == 2 and all(np.isfinite(losses))
     assert _below(_limits_and_floors(decima, above), above.num_executors) == 0
+
+
+def test_pool_key_names_the_valid_limits_only_when_they_are_on(tmp_path):
+    """Pools made before the option keep their keys: the field enters the spec only when on."""
+    off = _task(tmp_path)._pool_spec("train")["cluster"]
+    on = _task(tmp_path, cluster=ClusterParams(**SMALL, limit_above_held=True))._pool_spec("train")["cluster"]
+    assert "limit_above_held" not in off and on["limit_above_held"] is True
+
+
+def test_decima_limit_log_probs_renormalise_over_the_valid_levels():
+    from mamba4net.plugins.cjs.decima import DecimaBaseline
+
+    limits = torch.tensor([2, 4, 6])
+    logits = torch.tensor([[0.3, -1.0, 2.0], [1.0, 0.5, -0.2]], requires_grad=True)
+    logp = torch.log_softmax(logits, -1)
+    out = DecimaBaseline._masked(logp, torch.tensor([3, 1]), limits)  # row 0: level 0 (limit 2) invalid
+    expect0 = torch.log_softmax(logits[0, 1:], -1)
+    assert torch.isneginf(out[0, 0]) and torch.allclose(out[0, 1:], expect0)
+    assert torch.allclose(out[1], logp[1])  # every level valid: unchanged
+    out[0, 1:].sum().backward()
+    assert torch.isfinite(logits.grad).all()
+    assert DecimaBaseline._masked(logp, torch.tensor([1, 1]), limits) is logp  # nothing masked: the same tensor

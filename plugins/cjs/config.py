@@ -49,7 +49,8 @@ class ClusterParams(BaseModel):
     job_arrival_rate: float = Field(4e-5, gt=0)  # Poisson rate, jobs per ms
     moving_delay: float = Field(2000.0, ge=0)  # ms for an executor to join another job
     warmup_delay: float = Field(1000.0, ge=0)  # ms added to a first-wave sample for a fresh executor
-    # Decima's valid limits: a step's limit is raised to the job's executors plus one (sim.ClusterSim)
+    # after Decima's valid limits: a step's limit is raised to the job's executors plus one, capped
+    # at N (sim.ClusterSim.min_limit; decima-sim's floor discounts the job's own free executors)
     limit_above_held: bool = False
     scales: list[str] = Field(default_factory=lambda: list(SCALES))  # input sizes sampled uniformly
     queries: list[int] = Field(default_factory=lambda: list(range(1, NUM_QUERIES + 1)))

@@ -5,7 +5,7 @@ stage, job and the whole cluster; a stage score ``MLP([node, job, global])`` giv
 the pickable stages, and a limit score ``MLP([job, global])`` of the picked stage's job gives a
 softmax over ``limit_levels`` evenly spaced parallelism limits (N/levels, 2N/levels, ..., N),
 over the levels the simulator applies as they are (with ``limit_above_held``: those above the
-job's executors, Decima's own mask).
+job's executors, capped at N; Decima's own mask, see :mod:`.sim`).
 
 Training (REINFORCE): the reward is minus the number of jobs in the system integrated over time,
 so the return-to-go at a decision taken at time ``t`` is ``-sum_j (c_j - max(t, a_j))^+`` (in
@@ -183,7 +183,8 @@ class DecimaBaseline:
 
     def _imitate(self, library: JobLibrary, sim: ClusterSim, opt: torch.optim.Optimizer,
                  deadline: float) -> dict[str, float]:
-        """Behaviour cloning of ``params.imitate`` on its own decisions (stage and nearest limit level)."""
+        """Behaviour cloning of ``params.imitate`` on its own decisions (stage, and the nearest limit
+        level among those the simulator applies unchanged)."""
         p = self.params
         rule = RULES[p.imitate]
         obs, nodes, levels = [], [], []

@@ -16,11 +16,14 @@ Model (times in ms):
   first those idle at the stage's job (no delay, no more than its unassigned tasks), then others
   (pool first, then idle at other jobs, each paying the moving delay) until the job holds
   ``limit`` executors or the stage has none unassigned. At least one executor always goes.
-* With ``limit_above_held`` (Decima's valid limits, ``least_exec_amount`` in decima-sim) a step's
-  limit is raised to at least the job's executors plus one (:meth:`ClusterSim.min_limit`), so the
-  executor a step sends keeps working there instead of running one task and waiting idle at the
-  job (a new decision). Off by default: a limit at or below what the job holds is then kept, and
-  a scheduler that sets one often decides several times per executor it places.
+* With ``limit_above_held`` (after Decima's valid limits, ``least_exec_amount`` in decima-sim) a
+  step's limit is raised to at least the job's executors plus one, capped at N
+  (:meth:`ClusterSim.min_limit`), so the executor a step sends keeps working there instead of
+  running one task and waiting idle at the job (a new decision). decima-sim lowers that floor by
+  the free executors already at the chosen job (its source executors); here it is always held + 1,
+  so a step on a job with idle executors and more unassigned tasks also brings one from elsewhere.
+  Off by default: a limit at or below what the job holds is then kept, and a scheduler that sets
+  one often decides several times per executor it places.
 * Durations come from :mod:`.durations`. An executor on its way is promised one task of its
   stage, which it starts on arrival.
 

@@ -116,13 +116,16 @@ class CJSTask:
         runs, k = self.params.pool.runs, self.params.best_per_sequence
         if not runs and k is None:
             return pool
-        pool = ExperiencePool.concat([pool, *(self._run_pool(source, spec) for source in runs)])
+        parts = [pool, *(self._run_pool(source, spec) for source in runs)]
+        keep = None
         if k is not None:
-            keep = best_per_group(pool.episode_returns(), np.asarray(pool.seed), k)
+            returns = np.concatenate([p.episode_returns() for p in parts])
+            keep = best_per_group(returns, np.asarray([s for p in parts for s in p.seed]), k)
+            policies = [name for p in parts for name in p.policy]
+            kept = {name: int(sum(policies[i] == name for i in keep)) for name in dict.fromkeys(policies)}
             log.info("cjs: training on the best %d episode(s) of each sequence: %s", k,
-                     ", ".join(f"{pool.policy[i]} {pool.avg_jct_s[i]:.1f} s" for i in keep))
-            pool = ExperiencePool.concat([pool], keep)
-        return pool
+                     ", ".join(f"{n} x {name}" for name, n in kept.items() if n))
+        return ExperiencePool.concat(parts, keep)
 
     def _run_pool(self, source, spec: dict[str, Any]):
         """The pool's sequences played by a finished run's policy (``pool.runs``), asked for the

@@ -30,6 +30,10 @@ _EXPORTS = {"ReturnConditionedPolicy": ".policy", "StoredPool": ".pool", "cached
 __all__ = sorted(_EXPORTS)
 
 
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
 def __getattr__(name: str):
     if name not in _EXPORTS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
