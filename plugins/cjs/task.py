@@ -14,6 +14,7 @@ Splits (seeds in :data:`.evaluation.SPLIT_SEEDS`): the pool's sequences come fro
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +80,8 @@ class CJSTask:
             spec = {**EVAL_POOL, "jobs": self.jobs(split)}
             seeds = [SPLIT_SEEDS[split] + i for i in range(spec["episodes"])]
         # limit_above_held only where it is on: pools made before the option keep their keys
-        cluster = p.cluster.model_dump(exclude={"data_dir"} | ({"limit_above_held"} if not p.cluster.limit_above_held
-                                                                else set()))
+        exclude = {"data_dir"} if p.cluster.limit_above_held else {"data_dir", "limit_above_held"}
+        cluster = p.cluster.model_dump(exclude=exclude)
         return {"format": POOL_FORMAT, "split": split, **spec, "seeds": seeds, "cluster": cluster,
                 "limit_levels": p.limit_levels, "tpch_dir": str(p.cluster.tpch_dir)}
 
@@ -122,9 +123,9 @@ class CJSTask:
             returns = np.concatenate([p.episode_returns() for p in parts])
             keep = best_per_group(returns, np.asarray([s for p in parts for s in p.seed]), k)
             policies = [name for p in parts for name in p.policy]
-            kept = {name: int(sum(policies[i] == name for i in keep)) for name in dict.fromkeys(policies)}
+            kept = Counter(policies[i] for i in keep)
             log.info("cjs: training on the best %d episode(s) of each sequence: %s", k,
-                     ", ".join(f"{n} x {name}" for name, n in kept.items() if n))
+                     ", ".join(f"{n} x {name}" for name, n in kept.items()))
         return ExperiencePool.concat(parts, keep)
 
     def _run_pool(self, source, spec: dict[str, Any]):
