@@ -2,10 +2,14 @@
 
 Every scheduler runs the test split's first ``--episodes`` sequences (same jobs, same arrival
 times, same duration draws). Prints the table and writes ``cjs_baselines.json`` and ``.md``.
-``--decima`` also trains the learned GNN baseline (its own budget) and scores it alongside.
+``--decima`` also trains the learned GNN baseline (its own budget) and scores it alongside;
+``--decima-param KEY=VALUE`` sets any field of its ``DecimaParams`` (``train_jobs=50``,
+``iterations=200``...). ``--valid-limits`` runs every scheduler under Decima's valid limits
+(``cluster.limit_above_held``, as ``examples/cjs_200.yaml``).
 
-    python benchmarks/cjs_baselines.py [--episodes 5] [--jobs 200] [--rate 4e-5]
-        [--decima] [--decima-budget 180] [--out benchmarks/results]
+    python benchmarks/cjs_baselines.py [--episodes 5] [--jobs 200] [--rate 4e-5] [--valid-limits]
+        [--decima] [--decima-budget 180] [--decima-param KEY=VALUE ...] [--threads 1]
+        [--out benchmarks/results]
 """
 
 from __future__ import annotations
@@ -15,6 +19,10 @@ import json
 import statistics
 import time
 from pathlib import Path
+
+import torch
+import yaml
+from pydantic import ValidationError
 
 from mamba4net.plugins.cjs.baselines import RuleBaseline
 from mamba4net.plugins.cjs.config import ClusterParams, DecimaParams
@@ -30,17 +38,33 @@ def main() -> None:
     ap.add_argument("--executors", type=int, default=50)
     ap.add_argument("--decima", action="store_true", help="also train and score the learned baseline")
     ap.add_argument("--decima-budget", type=float, default=180.0, help="seconds of training")
+    ap.add_argument("--decima-param", action="append", default=[], metavar="KEY=VALUE",
+                    help="a DecimaParams field, e.g. train_jobs=50 (repeatable)")
+    ap.add_argument("--valid-limits", action="store_true", help="Decima's valid limits for every scheduler")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = ap.parse_args()
 
-    params = ClusterParams(job_arrival_cap=args.jobs, job_arrival_rate=args.rate, num_executors=args.executors)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    params = ClusterParams(job_arrival_cap=args.jobs, job_arrival_rate=args.rate, num_executors=args.executors,
+                           limit_above_held=args.valid_limits)
     library = JobLibrary(params.tpch_dir)
     schedulers = {name: RuleBaseline(name) for name in ("fifo", "fair", "srwf")}
     fit_s = {}
     if args.decima:
         from mamba4net.plugins.cjs.decima import DecimaBaseline
 
-        decima = DecimaBaseline(DecimaParams(budget_s=args.decima_budget), cluster=params)
+        bad = [kv for kv in args.decima_param if "=" not in kv]
+        if bad:
+            ap.error(f"--decima-param takes KEY=VALUE, got {bad[0]!r}")
+        fields = dict(kv.split("=", 1) for kv in args.decima_param)
+        try:
+            decima_params = DecimaParams(budget_s=args.decima_budget, **{k: yaml.safe_load(v) for k, v in fields.items()})
+        except ValidationError as e:
+            err = e.errors()[0]
+            ap.error(f"--decima-param {'.'.join(map(str, err['loc']))}: {err['msg']}")
+        decima = DecimaBaseline(decima_params, cluster=params)
         t0 = time.perf_counter()
         decima.fit(None)
         fit_s["decima"] = time.perf_counter() - t0
@@ -63,7 +87,9 @@ def main() -> None:
     fifo = rows["fifo"]["avg_jct_s"]
     setting = {"episodes": args.episodes, "jobs_per_episode": args.jobs, "arrival_rate_per_ms": args.rate,
                "executors": args.executors, "moving_delay_ms": params.moving_delay,
-               "warmup_delay_ms": params.warmup_delay, "split": "test"}
+               "warmup_delay_ms": params.warmup_delay, "limit_above_held": args.valid_limits, "split": "test"}
+    if args.decima:
+        setting["decima"] = decima_params.model_dump()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "cjs_baselines.json").write_text(json.dumps({"setting": setting, "schedulers": rows}, indent=2))
     lines = [
