@@ -21,9 +21,10 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 from pydantic import ValidationError
 
+from mamba4net.core.errors import ConfigError
+from mamba4net.core.yamlio import apply_override
 from mamba4net.plugins.cjs.baselines import RuleBaseline
 from mamba4net.plugins.cjs.config import ClusterParams, DecimaParams
 from mamba4net.plugins.cjs.evaluation import evaluate_scheduler
@@ -55,12 +56,13 @@ def main() -> None:
     if args.decima:
         from mamba4net.plugins.cjs.decima import DecimaBaseline
 
-        bad = [kv for kv in args.decima_param if "=" not in kv]
-        if bad:
-            ap.error(f"--decima-param takes KEY=VALUE, got {bad[0]!r}")
-        fields = dict(kv.split("=", 1) for kv in args.decima_param)
+        fields: dict = {}
         try:
-            decima_params = DecimaParams(budget_s=args.decima_budget, **{k: yaml.safe_load(v) for k, v in fields.items()})
+            for assignment in args.decima_param:
+                apply_override(fields, assignment)  # the same KEY=VALUE (YAML value) parsing as --set
+            decima_params = DecimaParams(budget_s=args.decima_budget, **fields)
+        except ConfigError as e:
+            ap.error(f"--decima-param: {e}")
         except ValidationError as e:
             err = e.errors()[0]
             ap.error(f"--decima-param {'.'.join(map(str, err['loc']))}: {err['msg']}")

@@ -124,11 +124,12 @@ def main() -> None:
         print(f"{name:16s} " + "  ".join(f"{split} {r['avg_jct_s']:6.2f} ({r['vs_fair_s']:+.2f} ± {r['vs_fair_ci95']:.2f})"
                                          for split, r in rows[name].items()), flush=True)
 
-    setting = {"jobs": args.jobs, "sequences": splits, "executors": 50, "arrival_rate_per_ms": 4e-5,
-               "limit_above_held": True, "cpu": _cpu_name()}
+    setting = {"jobs": args.jobs, "sequences": splits, "executors": params.num_executors,
+               "arrival_rate_per_ms": params.job_arrival_rate, "limit_above_held": True, "cpu": _cpu_name()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps({"setting": setting, "rules": rows}, indent=2))
-    lines = [f"# CJS rules around fair: {args.jobs}-job sequences, 50 executors, Decima's valid limits", "",
+    lines = [f"# CJS rules around fair: {args.jobs}-job sequences, {params.num_executors} executors, "
+             "Decima's valid limits", "",
              "Average JCT (s) and the paired difference per job against fair (negative: faster), 95% interval "
              f"over jobs. train: the pool's {args.train} sequences; test: the pipeline's {args.test}. "
              f"CPU: {setting['cpu']}.", "",
